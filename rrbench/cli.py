@@ -1,0 +1,226 @@
+"""The `rrbench` command.
+
+Exit codes: 0 success, 2 user error (one line, no traceback), 1 internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rrbench import __version__, registry
+from rrbench.display import describe_run
+from rrbench.spec import RunSpec, load_manifest, parse_assignments
+from rrbench.types import UserError
+
+DEMO = {"task": "sanity", "model": "classical-iqa"}
+
+RUN_EPILOG = """\
+examples:
+  rrbench run                                       the embedded demo: sanity x classical-iqa, offline
+  rrbench run --task sanity --model classical-iqa,random -T size=512 --limit 100
+  rrbench run --task sanity --model always-first --order both
+  rrbench run --config run.yaml                     a flat YAML/JSON manifest, or any run.json to replay it
+
+Runs land in OUTPUT/<task>__<model>__<spec-hash>/ (run.json + samples.jsonl). Running the same spec again
+resumes it: finished samples are kept, failed ones retried, nothing is duplicated. A changed spec gets its own
+directory. Responses are cached by model fingerprint and exact request (--cache, RRBENCH_CACHE).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rrbench",
+        description="Evaluate reward models for visual generation: preference benchmarks, judges, leaderboards.",
+    )
+    parser.add_argument("--version", action="version", version=f"rrbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run(sub)
+    _add_ls(sub)
+    _add_show(sub)
+    _add_rescore(sub)
+    return parser
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run reward models on tasks (no arguments: the offline demo)",
+        description="Run one or more reward models on one or more tasks; one run directory per combination.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--task", help="task name(s), comma-separated (see `rrbench ls tasks`)")
+    p.add_argument("--model", help="reward model name(s), comma-separated (see `rrbench ls models`)")
+    p.add_argument("-T", dest="task_args", action="append", metavar="KEY=VALUE", help="task argument (repeatable)")
+    p.add_argument("-M", dest="model_args", action="append", metavar="KEY=VALUE", help="model argument (repeatable)")
+    p.add_argument("--limit", type=int, help="judge only the first N samples of the task")
+    p.add_argument("--seed", type=int, help="seed for order randomisation, baselines and bootstrap (default 0)")
+    p.add_argument("--output", default=None, help="folder that holds run directories (default: runs/)")
+    p.add_argument("--order", choices=("fixed", "swapped", "both", "random"),
+                   help="candidate order: dataset order, reversed, both (two trials), or seeded random per sample")
+    p.add_argument("--protocol", help="a named alternative protocol of the task (e.g. rationalrewards-paper)")
+    p.add_argument("--tie-policy", help="override the task's tie policy (see `rrbench ls metrics`)")
+    p.add_argument("--failure-policy", choices=("excluded", "wrong"), help="headline failure policy")
+    p.add_argument("--concurrency", type=int, default=None, help="samples in flight at once (default 32)")
+    p.add_argument("--data", help="local copy of the task's dataset in its public schema (file or folder)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start fresh: an existing run directory of this spec is moved aside, not deleted")
+    p.add_argument("--config", help="YAML/JSON manifest with the same fields as these flags, or a run.json")
+    p.add_argument("--cache", help="response cache file (default: $RRBENCH_CACHE or ~/.cache/rrbench/...)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _add_ls(sub: Any) -> None:
+    p = sub.add_parser("ls", help="list registered tasks, models, generators and metrics")
+    p.add_argument("what", nargs="?", choices=("tasks", "models", "generators", "metrics"), help="one kind only")
+
+
+def _add_show(sub: Any) -> None:
+    p = sub.add_parser("show", help="print a run's metrics with CIs, coverage and protocol")
+    p.add_argument("run_dir", help="a run directory (holds run.json)")
+
+
+def _add_rescore(sub: Any) -> None:
+    p = sub.add_parser(
+        "rescore",
+        help="recompute a run's metrics under another policy, with zero model calls",
+        description="Recompute metrics from the stored judgements and write a new run that points to its source.",
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--tie-policy", help="tie policy to apply (see `rrbench ls metrics`)")
+    p.add_argument("--failure-policy", choices=("excluded", "wrong"))
+    p.add_argument("--seed", type=int, help="bootstrap seed (default: the run's)")
+    p.add_argument("--output", help="where the new run directory goes (default: beside the source)")
+
+
+# ---------------------------------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rrbench.session import execute
+
+    fields = _run_fields(args)
+    tasks = _split(fields.pop("task"))
+    models = _split(fields.pop("model"))
+    output = Path(fields.pop("output", None) or "runs")
+    options = {k: fields.pop(k) for k in ("concurrency", "no_resume", "cache", "no_cache", "quiet") if k in fields}
+    worst = 0
+    for task_name in tasks:
+        for model_name in models:
+            spec = RunSpec.from_json({**fields, "task": task_name, "model": model_name})
+            worst = max(worst, execute(spec, output, **options))
+    return worst
+
+
+def _run_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags over manifest over the demo defaults; -T/-M merge key by key."""
+    fields: dict[str, Any] = load_manifest(args.config) if args.config else {}
+    flags = {
+        "task": args.task, "model": args.model, "limit": args.limit, "seed": args.seed, "output": args.output,
+        "order": args.order, "protocol": args.protocol, "tie_policy": args.tie_policy,
+        "failure_policy": args.failure_policy, "concurrency": args.concurrency, "data": args.data,
+        "cache": args.cache,
+    }
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    for flag in ("no_resume", "no_cache", "quiet"):
+        if getattr(args, flag):
+            fields[flag] = True
+    fields["task_args"] = {**fields.get("task_args", {}), **parse_assignments(args.task_args, "-T")}
+    fields["model_args"] = {**fields.get("model_args", {}), **parse_assignments(args.model_args, "-M")}
+    if not fields.get("task") and not fields.get("model"):
+        fields.update(DEMO)
+    for name in ("task", "model"):
+        if not fields.get(name):
+            raise UserError(f"--{name} is required when --{'model' if name == 'task' else 'task'} is given")
+    if fields.get("data") and not Path(fields["data"]).exists():
+        raise UserError(f"--data path does not exist: {fields['data']}")
+    return fields
+
+
+def _split(value: str) -> list[str]:
+    names = [n.strip() for n in str(value).split(",") if n.strip()]
+    if not names:
+        raise UserError(f"empty name list: {value!r}")
+    return names
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    kinds = {"tasks": "task", "models": "model", "generators": "generator", "metrics": "metric"}
+    chosen = [args.what] if args.what else list(kinds)
+    for plural in chosen:
+        entries = registry.entries(kinds[plural])  # type: ignore[arg-type]
+        if not args.what:
+            print(f"{plural}:")
+        if not entries:
+            print("  (none registered yet)")
+        width = max((len(e.name) for e in entries), default=0)
+        for entry in entries:
+            print(f"  {entry.name.ljust(width)}  {_ls_detail(entry)}")
+    return 0
+
+
+def _ls_detail(entry: registry.Entry) -> str:
+    notes = [entry.description]
+    for key in ("protocol", "size", "paper"):
+        if entry.info.get(key) is not None:
+            notes.append(f"{key}: {entry.info[key]}")
+    if entry.extra:
+        notes.append(f"needs: pip install 'rrbench[{entry.extra}]'")
+    return "  |  ".join(n for n in notes if n)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from rrbench.store import read_json
+
+    path = Path(args.run_dir)
+    print(describe_run(read_json(path / "run.json"), str(path)))
+    return 0
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from rrbench.rescore import rescore
+
+    out, record = rescore(
+        Path(args.run_dir),
+        tie_policy=args.tie_policy,
+        failure_policy=args.failure_policy,
+        seed=args.seed,
+        output=Path(args.output) if args.output else None,
+    )
+    print(describe_run(record, str(out)))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"rrbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rrbench: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception:
+        traceback.print_exc()
+        print("rrbench: internal error (the traceback above is a bug; please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

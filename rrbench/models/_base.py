@@ -1,0 +1,76 @@
+"""The reward-model interface every model family implements.
+
+A model answers queries in batches. In-process models implement the synchronous ``score`` (and ``compare`` if
+they judge pairs natively); the runner calls them in a worker thread so the event loop stays free. Models that
+talk to servers override the ``a``-prefixed coroutines instead and are awaited directly, many at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from rrbench.types import Judgement, Query
+
+
+class RewardModel:
+    """Base class. Subclasses set ``name`` and implement ``score`` and/or ``compare``.
+
+    ``pairwise`` tells the pairwise protocol which mode the model prefers when the user does not choose:
+    True judges both candidates in one request, False scores each candidate and compares.
+    """
+
+    name: ClassVar[str] = "model"
+    pairwise: ClassVar[bool] = False
+    batch_size: int = 1
+    concurrency: int = 1  # requests in flight at once (HTTP models); in-process models use one worker
+    cacheable: bool = True  # False for models cheaper to call than the cache lookup
+
+    def __init__(self, **config: Any) -> None:
+        self.config: dict[str, Any] = dict(config)
+
+    # -- identity ---------------------------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """Identity of weights + decoding: equal fingerprints must give equal answers to equal queries."""
+        blob = json.dumps({"model": self.name, "config": self.config}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        """What run.json records about the model (never secrets)."""
+        return {"name": self.name, "config": self.config, "fingerprint": self.fingerprint()}
+
+    # -- synchronous, in-process ------------------------------------------------------------------------------
+    def score(self, queries: Sequence[Query]) -> list[Judgement]:
+        """One judgement per single-candidate query, with ``scores=(s,)``."""
+        raise NotImplementedError(f"{self.name} cannot score single images")
+
+    def compare(self, queries: Sequence[Query]) -> list[Judgement]:
+        """One judgement per multi-candidate query, with per-candidate scores and/or a verdict."""
+        raise NotImplementedError(f"{self.name} cannot judge pairs natively")
+
+    @property
+    def can_compare(self) -> bool:
+        return type(self).compare is not RewardModel.compare or type(self).acompare is not RewardModel.acompare
+
+    @property
+    def can_score(self) -> bool:
+        return type(self).score is not RewardModel.score or type(self).ascore is not RewardModel.ascore
+
+    # -- asynchronous -----------------------------------------------------------------------------------------
+    is_async: ClassVar[bool] = False
+
+    async def ascore(self, queries: Sequence[Query]) -> list[Judgement]:
+        return await asyncio.to_thread(self.score, queries)
+
+    async def acompare(self, queries: Sequence[Query]) -> list[Judgement]:
+        return await asyncio.to_thread(self.compare, queries)
+
+    # -- life cycle -------------------------------------------------------------------------------------------
+    async def astart(self) -> None:
+        """Open connections, start servers, load weights. Called once before the first query."""
+
+    async def aclose(self) -> None:
+        """Release what ``astart`` took. Called on success, error and Ctrl-C alike."""

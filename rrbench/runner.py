@@ -1,0 +1,347 @@
+"""The one pipeline: load -> judge -> parse -> predict -> persist, for every task and model.
+
+Samples stream from the task (images stay lazy); at most ``concurrency`` samples are in flight; each sample's
+requests go through the dispatcher (cache, then batched model calls); the answers become a prediction in the
+sample's own candidate order; the finished sample is appended to the log at once. Ctrl-C (or SIGTERM) stops
+feeding samples, cancels those in flight and keeps everything that finished; the next run resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rrbench import metrics, provenance
+from rrbench.dispatch import Dispatcher
+from rrbench.models._base import RewardModel
+from rrbench.progress import Progress
+from rrbench.protocols import pairwise
+from rrbench.spec import SCHEMA_VERSION, RunSpec
+from rrbench.store import ResponseCache, RunDir, load_results, read_json, write_json_atomic
+from rrbench.types import FailureKind, Label, LabelKind, Protocol, Sample, SampleResult, Task, TaskKind, Trial, UserError
+
+DEFAULT_CONCURRENCY = 32
+ABORT_AFTER_ERRORS = 20  # consecutive model errors with no success before the run stops (a broken set-up)
+
+
+class RunAborted(Exception):
+    """The model failed on every sample so far: stop instead of recording thousands of identical failures."""
+
+
+@dataclass
+class Outcome:
+    run_dir: Path
+    status: str  # complete | interrupted | failed
+    record: dict[str, Any]
+    new_samples: int = 0
+    model_calls: int = 0
+    cache_hits: int = 0
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def resolve_protocol(task: Task, spec: RunSpec) -> Protocol:
+    """The task's official protocol, or a named alternative, with the user's explicit overrides applied."""
+    protocol = task.protocol
+    if spec.protocol is not None and spec.protocol != protocol.id:
+        if spec.protocol not in task.alternatives:
+            names = ", ".join([task.protocol.id, *task.alternatives]) or "none"
+            raise UserError(f"task '{task.name}' has no protocol {spec.protocol!r} (has: {names})")
+        protocol = task.alternatives[spec.protocol]
+    overrides = {
+        k: v
+        for k, v in (("order", spec.order), ("tie_policy", spec.tie_policy), ("failure_policy", spec.failure_policy))
+        if v is not None
+    }
+    if "tie_policy" in overrides and overrides["tie_policy"] not in metrics.TIE_POLICIES:
+        raise UserError(f"unknown tie policy {spec.tie_policy!r} (known: {', '.join(metrics.TIE_POLICIES)})")
+    if "failure_policy" in overrides and overrides["failure_policy"] not in metrics.FAILURE_POLICIES:
+        raise UserError(f"failure policy must be one of {', '.join(metrics.FAILURE_POLICIES)}")
+    if not overrides:
+        return protocol
+    changed = "+".join(f"{k.replace('_policy', '')}={v}" for k, v in overrides.items())
+    return Protocol(**{**protocol.__dict__, **overrides, "id": f"{protocol.id}+{changed}"})
+
+
+@dataclass
+class Runner:
+    spec: RunSpec
+    task: Task
+    model: RewardModel
+    run_dir: RunDir
+    cache: ResponseCache
+    concurrency: int = DEFAULT_CONCURRENCY
+    resume: bool = True
+    progress_enabled: bool = True
+    protocol: Protocol = field(init=False)
+    _stop: asyncio.Event = field(init=False)
+    _errors_in_a_row: int = 0
+    _successes: int = 0
+    _first_error: str | None = None
+
+    def __post_init__(self) -> None:
+        self.protocol = resolve_protocol(self.task, self.spec)
+
+    # ------------------------------------------------------------------------------------------------ top level
+    def run(self) -> Outcome:
+        return asyncio.run(self._main())
+
+    async def _main(self) -> Outcome:
+        self._stop = asyncio.Event()
+        self.run_dir.acquire()
+        try:
+            return await self._run_locked()
+        finally:
+            self.run_dir.release()
+
+    async def _run_locked(self) -> Outcome:
+        record = self._initial_record()
+        done = self.run_dir.prepare_resume() if self.resume else {}
+        self.run_dir.open_log()
+        write_json_atomic(self.run_dir.run_json, record)
+        dispatcher = Dispatcher(self.model, self.cache)
+        total = self._total()
+        progress = Progress(total, f"{self.spec.task} x {self.spec.model}", already=len(done),
+                            enabled=self.progress_enabled)
+        status, new, started = "complete", 0, time.perf_counter()
+        error: BaseException | None = None
+        with self._signals():
+            try:
+                if total is None or len(done) < total:
+                    await self.model.astart()
+                new = await self._feed(dispatcher, done, progress)
+                status = "interrupted" if self._stop.is_set() else "complete"
+            except RunAborted as exc:
+                status, record["error"] = "failed", str(exc)
+            except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+                status, error = "interrupted", exc
+            except BaseException as exc:  # recorded in run.json, then raised to the CLI for its exit code
+                status, error, record["error"] = "failed", exc, f"{type(exc).__name__}: {exc}"
+            finally:
+                await dispatcher.aclose()
+                await self.model.aclose()
+                self.run_dir.close_log()
+                progress.close()
+        record = self._final_record(record, status, dispatcher, new, time.perf_counter() - started)
+        write_json_atomic(self.run_dir.run_json, record)
+        if error is not None:
+            raise error
+        return Outcome(self.run_dir.path, status, record, new, dispatcher.model_calls, dispatcher.cache_hits)
+
+    def _total(self) -> int | None:
+        if self.task.size is None:
+            return self.spec.limit
+        return min(self.task.size, self.spec.limit) if self.spec.limit else self.task.size
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """First Ctrl-C/SIGTERM: stop cleanly, keep what finished. A second one interrupts at once."""
+        loop = asyncio.get_running_loop()
+
+        def request_stop() -> None:
+            if self._stop.is_set():
+                raise KeyboardInterrupt
+            self._stop.set()
+            print("\nstopping: finished samples are kept; run the same command again to resume", flush=True)
+
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, request_stop)
+                installed.append(sig)
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    # ------------------------------------------------------------------------------------------------ feeding
+    def _samples(self) -> Iterator[Sample]:
+        data = Path(self.spec.data) if self.spec.data else None
+        samples = self.task.load(data)
+        return itertools.islice(samples, self.spec.limit) if self.spec.limit else samples
+
+    async def _feed(self, dispatcher: Dispatcher, done: dict[str, SampleResult], progress: Progress) -> int:
+        slots = asyncio.Semaphore(max(1, self.concurrency))
+        in_flight: set[asyncio.Task[None]] = set()
+        seen: set[str] = set()
+        new = 0
+        try:
+            for sample in self._samples():
+                if self._stop.is_set():
+                    break
+                if sample.id in seen:
+                    raise UserError(f"task '{self.task.name}' yields sample id {sample.id!r} twice")
+                seen.add(sample.id)
+                if sample.id in done:
+                    continue
+                await slots.acquire()
+                if self._stop.is_set():
+                    slots.release()
+                    break
+                task = asyncio.create_task(self._one(sample, dispatcher, progress))
+                in_flight.add(task)
+                task.add_done_callback(lambda t: (in_flight.discard(t), slots.release()))
+                new += 1
+                await asyncio.sleep(0)  # let finished samples be written before loading the next one
+            await self._drain(in_flight)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        return new
+
+    async def _drain(self, in_flight: set[asyncio.Task[None]]) -> None:
+        while in_flight and not self._stop.is_set():
+            stop = asyncio.create_task(self._stop.wait())
+            finished, _ = await asyncio.wait({*in_flight, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            for task in finished - {stop}:
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+
+    # ------------------------------------------------------------------------------------------------ one sample
+    async def _one(self, sample: Sample, dispatcher: Dispatcher, progress: Progress) -> None:
+        start = time.perf_counter()
+        if sample.label.kind is LabelKind.UNKNOWN:
+            result = self._result(sample, (), "unknown_label", start)
+        else:
+            trials = await self._judge(sample, dispatcher)
+            result = self._result(sample, trials, None, start)
+        self.run_dir.append(result)
+        progress.update(failed=result.failure is not None)
+        self._watch_errors(result)
+
+    async def _judge(self, sample: Sample, dispatcher: Dispatcher) -> tuple[Trial, ...]:
+        n = len(sample.candidates)
+        mode = pairwise.resolve_mode(self.protocol.mode, self.model, n)
+        orders = pairwise.trial_orders(n, self.protocol.order, self.spec.seed, sample.id)
+        plans = [(order, pairwise.plan(sample, mode, order, self.task.generation)) for order in orders]
+        # Identical requests within a sample (pointwise scoring in both orders) are sent once.
+        unique = {(r.op, r.query.key): r for _, requests in plans for r in requests}
+        answers = await asyncio.gather(*(dispatcher.submit(r.op, r.query) for r in unique.values()))
+        by_key = dict(zip(unique, answers, strict=True))
+        return tuple(
+            pairwise.assemble(order, mode, [by_key[(r.op, r.query.key)] for r in requests]) for order, requests in plans
+        )
+
+    def _result(self, sample: Sample, trials: tuple[Trial, ...], skipped: str | None, start: float) -> SampleResult:
+        correct = tuple(self._credit(sample, t) for t in trials)
+        return SampleResult(
+            sample_id=sample.id,
+            label=sample.label,
+            trials=trials,
+            meta=sample.meta,
+            skipped=skipped,
+            correct=correct,
+            latency_s=time.perf_counter() - start,
+            prompt=sample.prompt,
+            candidates=tuple(m.to_json() for m in sample.candidates),
+            source=tuple(m.to_json() for m in sample.source),
+        )
+
+    def _credit(self, sample: Sample, trial: Trial) -> float | None:
+        return trial_credit(sample.label, trial, self.task.kind, self.protocol.tie_policy)
+
+    def _watch_errors(self, result: SampleResult) -> None:
+        failure = result.failure
+        if failure is None:
+            self._successes += 1
+            self._errors_in_a_row = 0
+            return
+        if failure is not FailureKind.ERROR:
+            return
+        self._errors_in_a_row += 1
+        if self._first_error is None:
+            judgement = next(j for t in result.trials for j in t.judgements if j.failure)
+            self._first_error = judgement.failure_detail
+        if self._successes == 0 and self._errors_in_a_row >= ABORT_AFTER_ERRORS:
+            raise RunAborted(
+                f"the model failed on the first {ABORT_AFTER_ERRORS} samples; first error: {self._first_error}"
+            )
+
+    # ------------------------------------------------------------------------------------------------ records
+    def _initial_record(self) -> dict[str, Any]:
+        previous: dict[str, Any] = {}
+        if self.resume and self.run_dir.run_json.exists():
+            previous = read_json(self.run_dir.run_json)
+            if previous.get("spec_hash") != self.spec.hash():
+                raise UserError(f"{self.run_dir.path} holds a different run spec; use another --output")
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "status": "running",
+            "spec": self.spec.to_json(),
+            "spec_hash": self.spec.hash(),
+            "created_at": previous.get("created_at", now_iso()),
+            "updated_at": now_iso(),
+            "task": task_record(self.task),
+            "model": self.model.describe(),
+            "protocol": self.protocol.to_json(),
+            "provenance": provenance.collect(),
+            "sessions": previous.get("sessions", 0) + 1,
+        }
+
+    def _final_record(
+        self, record: dict[str, Any], status: str, dispatcher: Dispatcher, new: int, wall: float
+    ) -> dict[str, Any]:
+        results = load_results(self.run_dir.path)
+        record.update(summarize(results, self.protocol, self.spec.seed, self._total()))
+        record["status"] = status if status != "complete" or record["counts"]["missing"] == 0 else "incomplete"
+        record["updated_at"] = now_iso()
+        if record["status"] == "complete":
+            record["finished_at"] = now_iso()
+        record["stats"] = {
+            "new_samples": new,
+            "model_calls": dispatcher.model_calls,
+            "cache_hits": dispatcher.cache_hits,
+            "wall_s": round(wall, 3),
+            "samples_per_s": round(new / wall, 2) if wall > 0 else None,
+        }
+        return record
+
+
+def trial_credit(label: Label, trial: Trial, kind: TaskKind, tie_policy: str) -> float | None:
+    """Per-trial correctness kept in the log for people reading it; metrics recompute it from predictions."""
+    if trial.prediction is None or kind not in (TaskKind.PAIR, TaskKind.GROUP):
+        return None
+    return metrics.pair_credit(label, trial.prediction, tie_policy)
+
+
+def task_record(task: Task) -> dict[str, Any]:
+    return {
+        "name": task.name,
+        "version": task.version,
+        "kind": task.kind.value,
+        "generation": task.generation,
+        "size": task.size,
+        "info": {k: v for k, v in task.info.__dict__.items() if v is not None},
+    }
+
+
+def summarize(results: list[SampleResult], protocol: Protocol, seed: int, expected: int | None) -> dict[str, Any]:
+    """Coverage and metrics of a set of results: what run.json, `show` and `rescore` share."""
+    results = sorted(results, key=lambda r: r.sample_id)  # metric CIs must not depend on completion order
+    failed: dict[str, int] = {}
+    for r in results:
+        if r.failure is not None:
+            failed[r.failure.value] = failed.get(r.failure.value, 0) + 1
+    counts = {
+        "expected": expected,
+        "recorded": len(results),
+        "failed": sum(failed.values()),
+        "failed_by_kind": failed,
+        "label_skipped": sum(1 for r in results if r.skipped),
+        "missing": max(0, (expected or 0) - len(results)),
+    }
+    return {"counts": counts, "metrics": metrics.compute_metrics(results, protocol, seed=seed)}

@@ -1,0 +1,82 @@
+"""One `rrbench run` combination: build the task and model from the registry, pick the run directory, run, print."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from rrbench import registry
+from rrbench.display import describe_run
+from rrbench.models._base import RewardModel
+from rrbench.runner import DEFAULT_CONCURRENCY, Outcome, Runner, resolve_protocol
+from rrbench.spec import RunSpec
+from rrbench.store import NullCache, ResponseCache, RunDir, default_cache_path
+from rrbench.types import Task, UserError
+
+EXIT = {"complete": 0, "interrupted": 130, "failed": 1, "incomplete": 1}
+
+
+def run_directory(spec: RunSpec, output: Path, no_resume: bool) -> RunDir:
+    """The spec's own directory; --no-resume moves an old one aside (never deletes results)."""
+    path = output / spec.dirname()
+    if no_resume and path.exists():
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path.rename(path.with_name(f"{path.name}.old-{stamp}"))
+    return RunDir(path)
+
+
+def open_cache(cache: str | None, no_cache: bool) -> ResponseCache:
+    if no_cache:
+        return NullCache()
+    return ResponseCache(Path(cache) if cache else default_cache_path())
+
+
+def build(spec: RunSpec) -> tuple[Task, RewardModel]:
+    """Resolve names and arguments; every mistake here is a UserError raised before anything is written."""
+    task = registry.get("task", spec.task).build(**spec.task_args)
+    model = registry.get("model", spec.model).build(**spec.model_args)
+    if spec.data is not None and not Path(spec.data).exists():
+        raise UserError(f"--data path does not exist: {spec.data}")
+    resolve_protocol(task, spec)
+    return task, model
+
+
+def execute(
+    spec: RunSpec,
+    output: Path,
+    *,
+    concurrency: int | None = None,
+    no_resume: bool = False,
+    cache: str | None = None,
+    no_cache: bool = False,
+    quiet: bool = False,
+) -> int:
+    if concurrency is not None and concurrency < 1:
+        raise UserError(f"--concurrency must be at least 1, not {concurrency}")
+    task, model = build(spec)
+    response_cache = open_cache(cache, no_cache)
+    runner = Runner(
+        spec=spec,
+        task=task,
+        model=model,
+        run_dir=run_directory(spec, output, no_resume),
+        cache=response_cache,
+        concurrency=concurrency or DEFAULT_CONCURRENCY,
+        resume=not no_resume,
+        progress_enabled=not quiet,
+    )
+    try:
+        outcome = runner.run()
+    finally:
+        response_cache.close()
+    report(outcome)
+    return EXIT.get(outcome.status, 1)
+
+
+def report(outcome: Outcome) -> None:
+    print(describe_run(outcome.record, str(outcome.run_dir)))
+    if outcome.status == "interrupted":
+        print("interrupted: finished samples are kept; run the same command again to resume", file=sys.stderr)
+    elif outcome.status != "complete":
+        print(f"run {outcome.status}: see {outcome.run_dir / 'run.json'}", file=sys.stderr)
