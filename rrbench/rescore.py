@@ -29,9 +29,11 @@ def rescore(
 ) -> tuple[Path, dict[str, Any]]:
     record = read_json(src / "run.json")
     protocol = _override(Protocol.from_json(record["protocol"]), tie_policy, failure_policy)
+    spec = RunSpec.from_json(record["spec"])
     spec = dataclasses.replace(
-        RunSpec.from_json(record["spec"]),
-        **{k: v for k, v in (("tie_policy", tie_policy), ("failure_policy", failure_policy)) if v is not None},
+        spec,
+        tie_policy=tie_policy or spec.tie_policy,
+        failure_policy=failure_policy or spec.failure_policy,
     )
     seed = spec.seed if seed is None else seed
     kind = TaskKind(record["task"]["kind"])

@@ -26,7 +26,18 @@ from rrbench.progress import Progress
 from rrbench.protocols import pairwise
 from rrbench.spec import SCHEMA_VERSION, RunSpec
 from rrbench.store import ResponseCache, RunDir, load_results, read_json, write_json_atomic
-from rrbench.types import FailureKind, Label, LabelKind, Protocol, Sample, SampleResult, Task, TaskKind, Trial, UserError
+from rrbench.types import (
+    FailureKind,
+    Label,
+    LabelKind,
+    Protocol,
+    Sample,
+    SampleResult,
+    Task,
+    TaskKind,
+    Trial,
+    UserError,
+)
 
 DEFAULT_CONCURRENCY = 32
 ABORT_AFTER_ERRORS = 20  # consecutive model errors with no success before the run stops (a broken set-up)
@@ -191,7 +202,8 @@ class Runner:
                     break
                 task = asyncio.create_task(self._one(sample, dispatcher, progress))
                 in_flight.add(task)
-                task.add_done_callback(lambda t: (in_flight.discard(t), slots.release()))
+                task.add_done_callback(in_flight.discard)
+                task.add_done_callback(lambda _: slots.release())
                 new += 1
                 await asyncio.sleep(0)  # let finished samples be written before loading the next one
             await self._drain(in_flight)

@@ -197,9 +197,9 @@ class ResponseCache:
         if row is None:
             for k, value, _ in reversed(self._pending):
                 if k == key:
-                    return json.loads(value)  # type: ignore[no-any-return]
+                    return dict(json.loads(value))
             return None
-        return json.loads(row[0])  # type: ignore[no-any-return]
+        return dict(json.loads(row[0]))
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         self._pending.append((key, json.dumps(value, separators=(",", ":")), time.time()))
@@ -224,7 +224,7 @@ class ResponseCache:
 class NullCache(ResponseCache):
     """--no-cache: the same interface, remembering nothing."""
 
-    def __init__(self) -> None:  # noqa: D107 - deliberately skips the SQLite set-up
+    def __init__(self) -> None:
         self.path = Path(os.devnull)
 
     def get(self, key: str) -> dict[str, Any] | None:

@@ -66,10 +66,8 @@ def assemble(order: tuple[int, ...], mode: str, judgements: Sequence[Judgement])
     failed = next((j for j in judgements if j.failure is not None), None)
     if failed is not None:
         return Trial(order, tuple(judgements), None, failed.failure)
-    if mode == "pairwise":
-        prediction = _from_pairwise(order, judgements[0])
-    else:
-        prediction = _from_pointwise(order, judgements)
+    pairwise = mode == "pairwise"
+    prediction = _from_pairwise(order, judgements[0]) if pairwise else _from_pointwise(order, judgements)
     if prediction is None:
         detail = Judgement.failed(FailureKind.PARSE, "judgement carries neither scores nor a verdict")
         return Trial(order, (*judgements, detail), None, FailureKind.PARSE)

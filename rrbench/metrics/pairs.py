@@ -1,0 +1,135 @@
+"""Pairwise preference metrics: accuracy per trial and all-or-nothing accuracy per group, under any tie policy.
+
+Ranking and score labels take part too: every candidate pair becomes one comparison (a human tie where the ranks
+or scores are equal), which is what the ``imagereward`` policy asks for on ImageRewardDB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rrbench.metrics._core import Ledger, MetricContext, Tally, Unit
+from rrbench.metrics._ties import (
+    PairUnit,
+    best_epsilon,
+    best_threshold,
+    check_tie_policy,
+    class_credit,
+    pair_units,
+    policy_class,
+)
+from rrbench.registry import metric
+from rrbench.types import FailureKind, SampleResult
+
+PICKAPIC_THRESHOLDS = tuple(i / 10 for i in range(11))
+
+
+@metric("accuracy", description="pairwise accuracy under the run's tie policy; unit = trial (or human-ordered pair)")
+def accuracy(results: Sequence[SampleResult], ctx: MetricContext) -> Tally:
+    return _score(results, ctx, grouped=False)
+
+
+@metric("group-accuracy", description="a group (meta 'group') counts only if every comparison in it is right")
+def group_accuracy(results: Sequence[SampleResult], ctx: MetricContext) -> Tally:
+    """EditReward-Bench K=3/4. A group with any failed comparison is a failed unit; comparisons whose label the
+    policy skips are left out of their group, and a sample without a group is a group of its own."""
+    return _score(results, ctx, grouped=True)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """The comparisons that make one counted unit: one comparison of one trial, or every comparison of a group."""
+
+    cluster: str
+    units: tuple[PairUnit, ...]
+    failure: FailureKind | None
+
+
+def _score(results: Sequence[SampleResult], ctx: MetricContext, *, grouped: bool) -> Tally:
+    policy = ctx.tie_policy
+    check_tie_policy(policy)
+    if policy == "pickapic":
+        return _score_pickapic(results, ctx, grouped)
+    ledger, blocks = _collect(results, policy, grouped)
+    epsilon = 0.0
+    extra = {}
+    if policy == "tie-calibrated":
+        grid = ctx.options.get("epsilon_grid")
+        epsilon = best_epsilon([b.units for b in blocks if b.failure is None], grid)
+        extra["epsilon"] = epsilon
+    units = tuple(_counted(b, policy, epsilon, 0.0, grouped) for b in blocks)
+    return Tally(units, ledger.coverage(), policy, extra)
+
+
+def _score_pickapic(results: Sequence[SampleResult], ctx: MetricContext, grouped: bool) -> Tally:
+    """Choose t on the validation results, then score the others at that t (the official Pick-a-Pic recipe).
+
+    Validation samples count in ``n_total`` and ``extra["n_validation"]`` only; the other coverage counts and the
+    value describe the scored results. Without judged validation results t is ``options["threshold"]`` (default 0).
+    """
+    validation = [r for r in results if r.meta.get("split") == "validation"]
+    others = [r for r in results if r.meta.get("split") != "validation"]
+    _, val_blocks = _collect(validation, "pickapic", grouped)
+    judged = [b.units for b in val_blocks if b.failure is None]
+    if judged:
+        grid = ctx.options.get("pickapic_thresholds") or PICKAPIC_THRESHOLDS
+        threshold = best_threshold(judged, grid, lambda units, t: _credit(units, "pickapic", 0.0, t, grouped))
+        source = "validation"
+    else:
+        threshold = float(ctx.options.get("threshold", 0.0))
+        source = "options"  # no judged validation results: n_validation says how many there were
+    extra = {"threshold": threshold, "threshold_from": source, "n_validation": len(validation)}
+    ledger, blocks = _collect(others, "pickapic", grouped)
+    units = tuple(_counted(b, "pickapic", 0.0, threshold, grouped) for b in blocks)
+    coverage = dataclasses.replace(ledger.coverage(), n_total=len(results))
+    return Tally(units, coverage, "pickapic", extra)
+
+
+def _collect(results: Sequence[SampleResult], policy: str, grouped: bool) -> tuple[Ledger, list[_Block]]:
+    ledger = Ledger(len(results))
+    members: dict[str, list[PairUnit]] = {}  # insertion-ordered, so blocks follow the results
+    for index, result in enumerate(results):
+        units = pair_units(index, result, policy)
+        if not units:
+            ledger.skipped(index)
+        for n, unit in enumerate(units):
+            if unit.failure is None:
+                ledger.scored(index)
+            else:
+                ledger.failed(index, unit.failure)
+            key = _group_of(result) if grouped else f"{index}\x1f{n}"
+            members.setdefault(key, []).append(unit)
+    # A group is its own cluster; a lone comparison is clustered by its sample, so both orders move together.
+    blocks = [_block(key if grouped else results[group[0].index].sample_id, group) for key, group in members.items()]
+    return ledger, blocks
+
+
+def _group_of(result: SampleResult) -> str:
+    return str(result.meta.get("group", result.sample_id))
+
+
+def _block(cluster: str, units: Sequence[PairUnit]) -> _Block:
+    failure = next((u.failure for u in units if u.failure is not None), None)
+    return _Block(cluster, tuple(units), failure)
+
+
+def _counted(block: _Block, policy: str, epsilon: float, threshold: float, grouped: bool) -> Unit:
+    if block.failure is not None:
+        return Unit(block.cluster, None)
+    return Unit(block.cluster, _credit(block.units, policy, epsilon, threshold, grouped))
+
+
+def _credit(units: Sequence[PairUnit], policy: str, epsilon: float, threshold: float, grouped: bool) -> float:
+    credits = [_unit_credit(u, policy, epsilon, threshold) for u in units]
+    if grouped:
+        return 1.0 if all(c == 1.0 for c in credits) else 0.0
+    return credits[0]
+
+
+def _unit_credit(unit: PairUnit, policy: str, epsilon: float, threshold: float) -> float:
+    predicted = policy_class(unit.prediction, policy, epsilon, threshold) if unit.prediction is not None else None
+    if predicted is None:  # a failed unit never reaches here: _counted checks the block first
+        raise AssertionError("credit asked for a failed comparison")
+    return class_credit(policy, unit.human, predicted)
