@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rrbench import __version__, registry
+from rrbench import __version__, metrics, registry
 from rrbench.display import describe_run
 from rrbench.spec import RunSpec, load_manifest, parse_assignments
 from rrbench.types import UserError
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ls(sub)
     _add_show(sub)
     _add_rescore(sub)
+    _add_compare(sub)
     return parser
 
 
@@ -99,6 +100,18 @@ def _add_rescore(sub: Any) -> None:
     p.add_argument("--output", help="where the new run directory goes (default: beside the source)")
 
 
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="paired comparison of two runs on the same samples (paired bootstrap CI and McNemar)",
+        description="B minus A on the samples both runs judged, under A's protocol unless overridden.",
+    )
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--tie-policy", help="tie policy for both runs (default: run A's)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
 # ---------------------------------------------------------------------------------------------------- commands
 
 
@@ -138,8 +151,6 @@ def _run_fields(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("task", "model"):
         if not fields.get(name):
             raise UserError(f"--{name} is required when --{'model' if name == 'task' else 'task'} is given")
-    if fields.get("data") and not Path(fields["data"]).exists():
-        raise UserError(f"--data path does not exist: {fields['data']}")
     return fields
 
 
@@ -167,12 +178,27 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def _ls_detail(entry: registry.Entry) -> str:
     notes = [entry.description]
+    if entry.kind == "task":
+        notes.append(_task_summary(entry))
+    if entry.name == "accuracy":
+        notes.append("tie policies: " + ", ".join(metrics.TIE_POLICIES))
     for key in ("protocol", "size", "paper"):
         if entry.info.get(key) is not None:
             notes.append(f"{key}: {entry.info[key]}")
     if entry.extra:
         notes.append(f"needs: pip install 'rrbench[{entry.extra}]'")
     return "  |  ".join(n for n in notes if n)
+
+
+def _task_summary(entry: registry.Entry) -> str:
+    """Version, default protocol and size from the task built with its defaults (factories load no data)."""
+    try:
+        built = entry.build()
+    except Exception as exc:  # a task that needs arguments or data still gets listed
+        return f"(needs arguments: {exc})"
+    alternatives = f" (also: {', '.join(built.alternatives)})" if built.alternatives else ""
+    size = built.size if built.size is not None else "?"
+    return f"v{built.version}, protocol {built.protocol.id}{alternatives}, {size} samples"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -197,7 +223,31 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore}
+def cmd_compare(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from rrbench.display import compare_table
+    from rrbench.store import load_results, read_json
+    from rrbench.types import Protocol
+
+    record_a = read_json(Path(args.run_a) / "run.json")
+    protocol = Protocol.from_json(record_a["protocol"])
+    if args.tie_policy:
+        if args.tie_policy not in metrics.TIE_POLICIES:
+            raise UserError(f"unknown tie policy {args.tie_policy!r} (known: {', '.join(metrics.TIE_POLICIES)})")
+        protocol = dataclasses.replace(protocol, tie_policy=args.tie_policy)
+    read_json(Path(args.run_b) / "run.json")  # a clear error if B is not a run directory
+    result = metrics.paired_compare(
+        load_results(Path(args.run_a)), load_results(Path(args.run_b)), protocol, seed=args.seed
+    )
+    print(f"A: {args.run_a}\nB: {args.run_b}")
+    print(compare_table(result))
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

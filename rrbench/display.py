@@ -90,3 +90,22 @@ def describe_run(record: Mapping[str, Any], path: str) -> str:
     if record.get("source_run"):
         parts.append(f"rescored from: {record['source_run']}")
     return "\n".join(parts)
+
+
+def compare_table(result: Mapping[str, Any]) -> str:
+    rows = []
+    for m in result["metrics"]:
+        mc = m["mcnemar"]
+        diff = "n/a" if m["diff"] is None else f"{100 * m['diff']:+.2f}"
+        rows.append((
+            m["metric"],
+            "excluded" if m["failure_policy"] == "excluded" else "as wrong",
+            pct(m["value_a"]), pct(m["value_b"]), diff, ci(m), str(m["n_paired"]),
+            f"{mc['b01']}/{mc['b10']}", f"{mc['p_value']:.4g}" if mc["p_value"] is not None else "n/a",
+        ))
+    head = (
+        f"protocol {result['protocol']} (ties {result['tie_policy']}): {result['n_common']} common samples, "
+        f"{result['n_only_a']} only in A, {result['n_only_b']} only in B"
+    )
+    header = ("metric", "failures", "A %", "B %", "B-A pts", "95% CI (paired)", "n", "McNemar only-B/only-A right", "p")
+    return head + "\n" + table(rows, header)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import signal
 import time
@@ -101,7 +102,11 @@ class Runner:
     _first_error: str | None = None
 
     def __post_init__(self) -> None:
-        self.protocol = resolve_protocol(self.task, self.spec)
+        protocol = resolve_protocol(self.task, self.spec)
+        if protocol.mode == "auto" and self.task.kind in (TaskKind.PAIR, TaskKind.GROUP):
+            # Recorded as resolved, so run.json says how the model was actually asked.
+            protocol = dataclasses.replace(protocol, mode=pairwise.resolve_mode("auto", self.model, 2))
+        self.protocol = protocol
 
     # ------------------------------------------------------------------------------------------------ top level
     def run(self) -> Outcome:

@@ -259,3 +259,26 @@ def test_comma_lists_make_one_run_per_combination(tmp_path: Path, cli_env: dict[
     assert record["metrics"]["overall"][0]["value"] == 0.5 and record["metrics"]["overall"][0]["n_units"] == 16
     assert all(len(line["trials"]) == 2 for line in _lines(first))
     assert os.path.basename(str(first)).startswith("sanity__always-first__")
+
+
+def test_compare_two_runs_on_the_same_samples(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    out = tmp_path / "runs"
+    for model in ("classical-iqa", "always-first"):
+        done = rrbench("run", "--task", "sanity", "--model", model, "-T", "n=24", "--quiet", "--output", str(out),
+                       env=cli_env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    iqa = next(d for d in _run_dirs(out) if "classical-iqa" in d.name)
+    first = next(d for d in _run_dirs(out) if "always-first" in d.name)
+    done = rrbench("compare", str(first), str(iqa), env=cli_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "24 common samples" in done.stdout and "McNemar" in done.stdout
+    # the B-A difference printed equals the difference of the two runs' own accuracies
+    acc = {d: _record(d)["metrics"]["overall"][0]["value"] for d in (iqa, first)}
+    assert f"{100 * (acc[iqa] - acc[first]):+.2f}" in done.stdout
+
+
+def test_ls_tasks_shows_protocol_and_size(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    done = rrbench("ls", "tasks", env=cli_env, cwd=tmp_path)
+    assert "protocol sanity-exact" in done.stdout and "192 samples" in done.stdout
+    metrics = rrbench("ls", "metrics", env=cli_env, cwd=tmp_path)
+    assert "tie-calibrated" in metrics.stdout and "genai-4way" in metrics.stdout
