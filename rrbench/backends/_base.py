@@ -1,0 +1,80 @@
+"""How a vision-language model is reached: one interface, several engines.
+
+Messages are OpenAI-style chat messages whose content parts are ``{"type": "text", "text": ...}`` or
+``{"type": "image", "media": Media}``. Each backend turns an image part into what its engine takes (a data URI
+of the original bytes for HTTP, a PIL image in-process), so model families never care which engine runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rrbench.types import FailureKind, Media
+
+Message = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.1
+    max_tokens: int = 2048
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None  # top-k logprobs per token when the engine offers them
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, ())}
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str | None = None  # "stop", "length", ...
+    usage: Mapping[str, int] = field(default_factory=dict)
+    logprobs: Sequence[Any] | None = None
+    latency_s: float | None = None
+
+
+class BackendError(Exception):
+    """A request that failed for a reason the sample log records as a FailureKind."""
+
+    def __init__(self, kind: FailureKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def text_part(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def image_part(media: Media) -> dict[str, Any]:
+    return {"type": "image", "media": media}
+
+
+def user_message(*parts: Mapping[str, Any]) -> dict[str, Any]:
+    return {"role": "user", "content": list(parts)}
+
+
+class Backend:
+    """Base class: ``chat`` answers one conversation; ``chat_batch`` may answer many in one engine call."""
+
+    name = "backend"
+
+    async def start(self) -> None:
+        """Connect, load weights or launch a server; called once before the first request."""
+
+    async def close(self) -> None:
+        """Release whatever ``start`` took; called on success, error and Ctrl-C alike."""
+
+    async def chat(self, messages: Sequence[Message], sampling: Sampling) -> Completion:
+        return (await self.chat_batch([messages], sampling))[0]
+
+    async def chat_batch(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
+        return [await self.chat(c, sampling) for c in conversations]
+
+    def describe(self) -> dict[str, Any]:
+        """What run.json records about the engine (never secrets)."""
+        return {"backend": self.name}
