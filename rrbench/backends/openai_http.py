@@ -1,0 +1,233 @@
+"""OpenAI-compatible HTTP: vLLM servers (one or many data-parallel replicas), Gemini's and OpenAI's endpoints.
+
+One shared async connection pool; requests go to the least busy base URL; transient failures (timeouts, dropped
+connections, 429, 5xx) are retried with exponential backoff and full jitter, honouring Retry-After; the number of
+requests in flight shrinks on 429/5xx and grows back while requests succeed (AIMD), so a crowded server is not
+hammered. Images travel as data URIs of their original bytes; only images above ``max_pixels`` are re-encoded
+(downscaled), and the request records that it happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rrbench.backends._base import Backend, BackendError, Completion, Message, Sampling
+from rrbench.registry import require
+from rrbench.types import DataError, FailureKind, Media, UserError
+
+RETRYABLE = (FailureKind.HTTP, FailureKind.TIMEOUT, FailureKind.RATE_LIMITED)
+
+
+class AdaptiveLimit:
+    """A concurrency limit that halves on overload and grows by one after ``window`` successes (AIMD)."""
+
+    def __init__(self, maximum: int, window: int = 8) -> None:
+        self.maximum = max(1, maximum)
+        self.limit = self.maximum
+        self.in_flight = 0
+        self.window = window
+        self._streak = 0
+        self._changed = asyncio.Condition()
+
+    async def __aenter__(self) -> AdaptiveLimit:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._changed:
+            self.in_flight -= 1
+            self._changed.notify_all()
+
+    async def feedback(self, overloaded: bool) -> None:
+        async with self._changed:
+            if overloaded:
+                self.limit = max(1, self.limit // 2)
+                self._streak = 0
+            else:
+                self._streak += 1
+                if self._streak >= self.window and self.limit < self.maximum:
+                    self.limit += 1
+                    self._streak = 0
+            self._changed.notify_all()
+
+
+class OpenAIHTTPBackend(Backend):
+    name = "openai-http"
+
+    def __init__(
+        self,
+        base_urls: Sequence[str],
+        model: str,
+        *,
+        api_key_env: str | None = None,
+        timeout_s: float = 600.0,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        concurrency: int = 32,
+        max_pixels: int | None = None,
+    ) -> None:
+        if not base_urls:
+            raise UserError("no base URL given for the HTTP backend (--base-url URL)")
+        self.base_urls = [u.rstrip("/") for u in base_urls]
+        self.model = model
+        self.api_key_env = api_key_env
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_pixels = max_pixels
+        self.limit = AdaptiveLimit(concurrency)
+        self._busy = dict.fromkeys(self.base_urls, 0)
+        self._client: Any = None
+        self.downscaled = 0
+
+    def describe(self) -> dict[str, Any]:
+        # the key's variable name is recorded, never its value
+        return {"backend": self.name, "base_urls": self.base_urls, "model": self.model,
+                "api_key_env": self.api_key_env, "max_pixels": self.max_pixels, "max_retries": self.max_retries}
+
+    def _headers(self) -> dict[str, str]:
+        if not self.api_key_env:
+            return {}
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise UserError(f"the API key variable {self.api_key_env} is not set in the environment")
+        return {"Authorization": f"Bearer {key}"}
+
+    async def start(self) -> None:
+        if self._client is None:
+            httpx = require("httpx", "api")
+            limits = httpx.Limits(max_connections=self.limit.maximum * 2, max_keepalive_connections=self.limit.maximum)
+            self._client = httpx.AsyncClient(headers=self._headers(), timeout=self.timeout_s, limits=limits)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def chat(self, messages: Sequence[Message], sampling: Sampling) -> Completion:
+        await self.start()
+        body = {"model": self.model, "messages": [self._wire(m) for m in messages], **self._sampling(sampling)}
+        attempt = 0
+        while True:
+            try:
+                async with self.limit:
+                    completion = await self._post(body)
+                await self.limit.feedback(overloaded=False)
+                return completion
+            except BackendError as exc:
+                overloaded = exc.kind in (FailureKind.RATE_LIMITED, FailureKind.HTTP)
+                await self.limit.feedback(overloaded=overloaded)
+                if exc.kind not in RETRYABLE or attempt >= self.max_retries:
+                    raise
+                await asyncio.sleep(self._delay(attempt, getattr(exc, "retry_after", None)))
+                attempt += 1
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        return random.uniform(0, self.backoff_s * 2**attempt)  # full jitter: retries of many samples spread out
+
+    def _pick_url(self) -> str:
+        return min(self.base_urls, key=lambda u: self._busy[u])
+
+    async def _post(self, body: dict[str, Any]) -> Completion:
+        httpx = require("httpx", "api")
+        url = self._pick_url()
+        self._busy[url] += 1
+        start = time.perf_counter()
+        try:
+            response = await self._client.post(f"{url}/chat/completions", json=body)
+        except httpx.TimeoutException as exc:
+            raise BackendError(FailureKind.TIMEOUT, f"{url}: timed out ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            raise BackendError(FailureKind.HTTP, f"{url}: {type(exc).__name__}: {exc}") from None
+        finally:
+            self._busy[url] -= 1
+        return self._completion(response, url, time.perf_counter() - start)
+
+    def _completion(self, response: Any, url: str, latency: float) -> Completion:
+        if response.status_code == 429:
+            error = BackendError(FailureKind.RATE_LIMITED, f"{url}: 429 rate limited")
+            error.retry_after = _retry_after(response.headers.get("retry-after"))  # type: ignore[attr-defined]
+            raise error
+        if response.status_code >= 400:
+            kind = FailureKind.HTTP
+            raise BackendError(kind, f"{url}: HTTP {response.status_code}: {response.text[:300]}")
+        try:
+            payload = response.json()
+            choice = payload["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise BackendError(FailureKind.HTTP, f"{url}: malformed response body ({type(exc).__name__})") from None
+        finish = choice.get("finish_reason")
+        logprobs = (choice.get("logprobs") or {}).get("content")
+        usage = {k: int(v) for k, v in (payload.get("usage") or {}).items() if isinstance(v, int)}
+        return Completion(text=text, finish_reason=finish, usage=usage, logprobs=logprobs, latency_s=latency)
+
+    @staticmethod
+    def _sampling(sampling: Sampling) -> dict[str, Any]:
+        body: dict[str, Any] = {"temperature": sampling.temperature, "max_tokens": sampling.max_tokens}
+        if sampling.top_p is not None:
+            body["top_p"] = sampling.top_p
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        if sampling.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = sampling.logprobs
+        return body
+
+    def _wire(self, message: Message) -> dict[str, Any]:
+        content = message["content"]
+        if isinstance(content, str):
+            return {"role": message["role"], "content": content}
+        parts = []
+        for part in content:
+            if part["type"] == "image":
+                parts.append({"type": "image_url", "image_url": {"url": self._data_uri(part["media"])}})
+            else:
+                parts.append({"type": "text", "text": part["text"]})
+        return {"role": message["role"], "content": parts}
+
+    def _data_uri(self, media: Media) -> str:
+        try:
+            data, mime = media.read_bytes(), media.mime
+            if self.max_pixels:
+                data, mime = self._downscale(data, mime)
+        except DataError as exc:
+            raise BackendError(FailureKind.DATA, str(exc)) from exc
+        return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+    def _downscale(self, data: bytes, mime: str) -> tuple[bytes, str]:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            pixels = img.width * img.height
+            assert self.max_pixels is not None
+            if pixels <= self.max_pixels:
+                return data, mime  # within budget: the original bytes, untouched
+            scale = (self.max_pixels / pixels) ** 0.5
+            small = img.convert("RGB").resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))))
+        out = io.BytesIO()
+        small.save(out, format="PNG")
+        self.downscaled += 1
+        return out.getvalue(), "image/png"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, min(float(value), 120.0))
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
