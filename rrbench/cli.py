@@ -75,6 +75,9 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--cache", help="response cache file (default: $RRBENCH_CACHE or ~/.cache/rrbench/...)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--base-url", dest="base_urls", action="append", metavar="URL",
+                   help="OpenAI-compatible endpoint of the model (repeatable: replicas are load-balanced)")
+    p.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key (never logged)")
 
 
 def _add_ls(sub: Any) -> None:
@@ -122,7 +125,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     tasks = _split(fields.pop("task"))
     models = _split(fields.pop("model"))
     output = Path(fields.pop("output", None) or "runs")
-    options = {k: fields.pop(k) for k in ("concurrency", "no_resume", "cache", "no_cache", "quiet") if k in fields}
+    keys = ("concurrency", "no_resume", "cache", "no_cache", "quiet", "base_urls", "api_key_env")
+    options = {k: fields.pop(k) for k in keys if k in fields}
     worst = 0
     for task_name in tasks:
         for model_name in models:
@@ -138,7 +142,7 @@ def _run_fields(args: argparse.Namespace) -> dict[str, Any]:
         "task": args.task, "model": args.model, "limit": args.limit, "seed": args.seed, "output": args.output,
         "order": args.order, "protocol": args.protocol, "tie_policy": args.tie_policy,
         "failure_policy": args.failure_policy, "concurrency": args.concurrency, "data": args.data,
-        "cache": args.cache,
+        "cache": args.cache, "base_urls": args.base_urls, "api_key_env": args.api_key_env,
     }
     fields.update({k: v for k, v in flags.items() if v is not None})
     for flag in ("no_resume", "no_cache", "quiet"):

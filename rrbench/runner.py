@@ -134,7 +134,7 @@ class Runner:
         with self._signals():
             try:
                 if total is None or len(done) < total:
-                    await self.model.astart()
+                    await self.model.astart(self.task.generation)
                 new = await self._feed(dispatcher, done, progress)
                 status = "interrupted" if self._stop.is_set() else "complete"
             except RunAborted as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rrbench import registry
 from rrbench.display import describe_run
@@ -32,10 +33,20 @@ def open_cache(cache: str | None, no_cache: bool) -> ResponseCache:
     return ResponseCache(Path(cache) if cache else default_cache_path())
 
 
-def build(spec: RunSpec) -> tuple[Task, RewardModel]:
-    """Resolve names and arguments; every mistake here is a UserError raised before anything is written."""
+def build(spec: RunSpec, runtime: dict[str, Any] | None = None) -> tuple[Task, RewardModel]:
+    """Resolve names and arguments; every mistake here is a UserError raised before anything is written.
+
+    ``runtime`` holds where the model is reached (base URLs, API key variable): given to the model but kept out
+    of the spec, since the same weights behind another URL give the same run.
+    """
     task = registry.get("task", spec.task).build(**spec.task_args)
-    model = registry.get("model", spec.model).build(**spec.model_args)
+    entry = registry.get("model", spec.model)
+    runtime = {k: v for k, v in (runtime or {}).items() if v}
+    missing = sorted(set(runtime) - set(entry.parameters()))
+    if missing:
+        flag = "--" + missing[0].replace("_", "-").replace("base-urls", "base-url")
+        raise UserError(f"model '{spec.model}' does not take {flag}")
+    model = entry.build(**spec.model_args, **runtime)
     if spec.data is not None and not Path(spec.data).exists():
         raise UserError(f"--data path does not exist: {spec.data}")
     resolve_protocol(task, spec)
@@ -51,10 +62,12 @@ def execute(
     cache: str | None = None,
     no_cache: bool = False,
     quiet: bool = False,
+    base_urls: list[str] | None = None,
+    api_key_env: str | None = None,
 ) -> int:
     if concurrency is not None and concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, not {concurrency}")
-    task, model = build(spec)
+    task, model = build(spec, {"base_urls": base_urls, "api_key_env": api_key_env})
     response_cache = open_cache(cache, no_cache)
     runner = Runner(
         spec=spec,

@@ -211,7 +211,11 @@ class OpenAIHTTPBackend(Backend):
     def _downscale(self, data: bytes, mime: str) -> tuple[bytes, str]:
         from PIL import Image
 
-        with Image.open(io.BytesIO(data)) as img:
+        try:
+            img = Image.open(io.BytesIO(data))
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"corrupt image: {exc}") from exc
+        with img:
             pixels = img.width * img.height
             assert self.max_pixels is not None
             if pixels <= self.max_pixels:

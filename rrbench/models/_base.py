@@ -69,8 +69,11 @@ class RewardModel:
         return await asyncio.to_thread(self.compare, queries)
 
     # -- life cycle -------------------------------------------------------------------------------------------
-    async def astart(self) -> None:
-        """Open connections, start servers, load weights. Called once before the first query."""
+    async def astart(self, generation: str = "t2i") -> None:
+        """Open connections, start servers, load weights (for the task's generation kind, "t2i" or "edit").
+
+        Called once before the first query, so a missing checkpoint fails the run at once, not per sample.
+        """
 
     async def aclose(self) -> None:
         """Release what ``astart`` took. Called on success, error and Ctrl-C alike."""

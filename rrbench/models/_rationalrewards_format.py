@@ -168,6 +168,13 @@ class Parsed:
     None means the critic said N/A and an absent key means the aspect could not be read (flagged ``missing:``).
     ``winners`` (pairwise) maps aspect -> "A", "B", "tie", or None for N/A. ``error`` is set when the answer is
     unusable; the other fields then hold whatever could be read.
+
+    Flags (pairwise ones end in ``:A``/``:B`` where they concern one candidate): ``clamped:<aspect>`` (a score
+    outside 1-4 was clamped), ``missing:<aspect>``, ``duplicate:<aspect or section>`` (the first copy is kept),
+    ``unexpected:<aspect>`` (not an aspect of this generation; ignored), ``unlabelled-score:<aspect>`` (pairwise
+    ``Score:`` without A/B; ignored), ``labelled-score:<aspect>`` (pointwise ``Score A:``; ignored),
+    ``missing-winner:<aspect>``, ``unreadable-winner:<aspect>``, ``winner-mismatch:<aspect>`` (the winner
+    contradicts the two scores).
     """
 
     generation: str
@@ -211,7 +218,9 @@ _SECTIONS = {
     "comments": r"refinement\s+comments?",
     "refined": r"refined\s+(?:user\s+)?(?:request|prompt|instruction)",
 }
-_SECTION_RE = {name: re.compile(rf"^{pat}\s*(?::|$|\s-\s)\s*(?P<rest>.*)$", re.I) for name, pat in _SECTIONS.items()}
+_SECTION_RE = {
+    name: re.compile(rf"^{pat}\s*(?P<sep>:|$|\s-\s)\s*(?P<rest>.*)$", re.I) for name, pat in _SECTIONS.items()
+}
 _ASPECT_RE = {
     name: re.compile(
         r"^" + r"\s+".join(re.escape(w) if w != "and" else r"(?:and|&)" for w in name.lower().split())
@@ -291,8 +300,18 @@ def _match_section(line: _Line) -> tuple[str, str] | None:
     for name, pattern in _SECTION_RE.items():
         match = pattern.match(line.body)
         if match:
-            return name, match.group("rest").strip()
+            rest = match.group("rest").strip()
+            return name, _raw_rest(line.raw) if rest and match.group("sep") == ":" else rest
     return None
+
+
+def _raw_rest(raw: str) -> str:
+    """Text after a heading's colon, emphasis kept: ``# Summary: **Strong** image`` keeps its bold word.
+
+    A run of marks right after the colon and before a space closes the heading (``**Summary:** text``).
+    """
+    rest = raw.split(":", 1)[1]
+    return re.sub(r"^\s*[*_`]+(?=\s|$)", "", rest).strip()
 
 
 def _match_aspect(line: _Line) -> tuple[str, str] | None:
@@ -480,15 +499,19 @@ def _refined(state: _State) -> str | None:
 
 
 def _check_missing(state: _State) -> str | None:
-    """Flag missing aspects; an answer with no aspect score at all for some candidate is unusable."""
+    """Flag missing aspects; an answer with no aspect score at all for some candidate is unusable.
+
+    A failed answer gets its reason, not a list of every aspect it lacks.
+    """
+    for index, scores in enumerate(state.scores):
+        if not scores:
+            who = f" for Image {CANDIDATES[index]}" if state.pairwise else ""
+            return f"no aspect score could be read{who} (expected {', '.join(state.required)})"
     for index, scores in enumerate(state.scores):
         suffix = f":{CANDIDATES[index]}" if state.pairwise else ""
         for name in state.required:
             if name not in scores:
                 state.flag(f"missing:{name}{suffix}")
-        if not scores:
-            who = f" for Image {CANDIDATES[index]}" if state.pairwise else ""
-            return f"no aspect score could be read{who} (expected {', '.join(state.required)})"
     return None
 
 

@@ -1,0 +1,90 @@
+"""Both engines on one tiny random-weight Qwen3-VL: in-process transformers and `transformers serve` over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from rrbench.backends._base import BackendError, Completion, Sampling, image_part, text_part, user_message
+from rrbench.backends.openai_http import OpenAIHTTPBackend
+from rrbench.backends.transformers_backend import TransformersBackend
+from rrbench.types import FailureKind, Media, UserError
+from tasks.sanity import sanity
+
+GREEDY = Sampling(temperature=0.0, max_tokens=12)
+
+
+def _conversations(n: int = 2) -> list[list[dict]]:
+    samples = list(sanity(n=n).load(None))
+    return [[user_message(text_part(s.prompt), image_part(s.candidates[0]), image_part(s.candidates[1]))]
+            for s in samples]
+
+
+def _in_process(path: Path) -> list[Completion]:
+    async def main() -> list[Completion]:
+        backend = TransformersBackend(str(path))
+        out = await backend.chat_batch(_conversations(), GREEDY)
+        await backend.close()
+        return out
+
+    return asyncio.run(main())
+
+
+def _over_http(url: str, model: str = "tiny", **kwargs: object) -> list[Completion]:
+    async def main() -> list[Completion]:
+        backend = OpenAIHTTPBackend([url], model, **kwargs)  # type: ignore[arg-type]
+        try:
+            return list(await asyncio.gather(*(backend.chat(c, GREEDY) for c in _conversations())))
+        finally:
+            await backend.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_in_process_generation_is_batched_and_deterministic(tiny_vlm: Path) -> None:
+    first, again = _in_process(tiny_vlm), _in_process(tiny_vlm)
+    assert [c.text for c in first] == [c.text for c in again]
+    assert all(c.finish_reason == "length" and c.usage["completion_tokens"] == 12 for c in first)
+    assert all(c.usage["prompt_tokens"] > 50 for c in first)  # the two images' tokens are in the prompt
+
+
+@pytest.mark.slow
+def test_http_client_against_transformers_serve_matches_in_process(tiny_vlm: Path, vlm_server: str) -> None:
+    served = _over_http(vlm_server, str(tiny_vlm))
+    local = _in_process(tiny_vlm)
+    # greedy decoding of the same weights: the server and the in-process engine must write the same text
+    assert [c.text for c in served] == [c.text for c in local]
+    assert all(c.finish_reason == "length" and c.usage.get("prompt_tokens") for c in served)
+
+
+def test_unreachable_server_is_an_http_failure_after_retries() -> None:
+    with pytest.raises(BackendError) as info:
+        _over_http("http://127.0.0.1:9/v1", max_retries=2, backoff_s=0.01)
+    assert info.value.kind is FailureKind.HTTP and "127.0.0.1:9" in str(info.value)
+
+
+def test_missing_api_key_is_a_user_error_naming_the_variable() -> None:
+    os.environ.pop("RRBENCH_TEST_KEY_NOT_SET", None)
+    with pytest.raises(UserError, match="RRBENCH_TEST_KEY_NOT_SET is not set"):
+        _over_http("http://127.0.0.1:9/v1", api_key_env="RRBENCH_TEST_KEY_NOT_SET")
+
+
+def test_images_travel_as_their_own_bytes_unless_too_large() -> None:
+    sample = next(iter(sanity(n=1).load(None)))
+    media = sample.candidates[0]
+    backend = OpenAIHTTPBackend(["http://x/v1"], "m")
+
+    uri = backend._data_uri(media)
+    assert uri.startswith("data:image/") and base64.b64decode(uri.split(",", 1)[1]) == media.read_bytes()
+    small = OpenAIHTTPBackend(["http://x/v1"], "m", max_pixels=64 * 64)
+    uri = small._data_uri(media)
+    assert base64.b64decode(uri.split(",", 1)[1]) != media.read_bytes() and small.downscaled == 1
+    broken = Media.from_bytes(b"\x89PNG not really")
+    with pytest.raises(BackendError) as info:
+        small._data_uri(broken)
+    assert info.value.kind is FailureKind.DATA

@@ -1,0 +1,90 @@
+"""The RationalRewards critic end to end on a tiny random-weight Qwen3-VL, in-process and over HTTP.
+
+Random weights never write a valid critique, so these runs exercise the failure path: every sample is recorded
+with its raw output and a failure kind, and the counts add up. Parsing itself is covered by the corpus tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rrbench.backends._base import Completion
+from rrbench.models._vlm import VLMJudge
+from rrbench.types import FailureKind, Media, Query, Verdict
+from tests.conftest import rrbench
+
+
+def _check_run(out: Path, n: int) -> dict:
+    (run_dir,) = [p for p in out.iterdir() if (p / "run.json").exists()]
+    record = json.loads((run_dir / "run.json").read_text())
+    lines = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(lines) == n and record["counts"]["recorded"] == n
+    kinds = record["counts"]["failed_by_kind"]
+    assert sum(kinds.values()) == record["counts"]["failed"]
+    assert set(kinds) <= {"parse", "truncated"} and record["counts"]["failed"] == n
+    for line in lines:
+        judgement = line["trials"][0]["judgements"][0]
+        assert judgement["failure"] == line["failure"] and judgement["raw"]  # the raw output is kept
+    assert record["protocol"]["mode"] == "pairwise"
+    assert record["model"]["parser_version"] and record["model"]["prompt_version"]
+    return record
+
+
+@pytest.mark.slow
+def test_rationalrewards_in_process_runs_end_to_end(tmp_path: Path, cli_env: dict[str, str], tiny_vlm: Path) -> None:
+    done = rrbench("run", "--task", "sanity", "--model", "rationalrewards-8b", "-M", f"path={tiny_vlm}",
+                   "-M", "max_tokens=48", "-T", "n=6", "--quiet", "--output", str(tmp_path / "runs"),
+                   env=cli_env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    _check_run(tmp_path / "runs", 6)
+
+
+@pytest.mark.slow
+def test_rationalrewards_over_http_runs_end_to_end(
+    tmp_path: Path, cli_env: dict[str, str], tiny_vlm: Path, vlm_server: str
+) -> None:
+    done = rrbench("run", "--task", "sanity", "--model", "rationalrewards-8b", "-M", f"path={tiny_vlm}",
+                   "-M", "max_tokens=48", "-T", "n=6", "--quiet", "--output", str(tmp_path / "runs"),
+                   "--base-url", vlm_server, env=cli_env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    record = _check_run(tmp_path / "runs", 6)
+    assert vlm_server not in json.dumps(record["spec"])  # where it ran is not part of what was asked
+
+
+def test_missing_weights_and_misplaced_flags_are_user_errors(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    done = rrbench("run", "--task", "sanity", "--model", "rationalrewards-8b", "-M", "path=/no/weights",
+                   "-T", "n=2", "--output", str(tmp_path / "runs"), env=cli_env, cwd=tmp_path)
+    assert done.returncode == 2 and "weights folder not found: /no/weights" in done.stderr
+    flag = rrbench("run", "--task", "sanity", "--model", "random", "--base-url", "http://127.0.0.1:9/v1",
+                   "--output", str(tmp_path / "runs"), env=cli_env, cwd=tmp_path)
+    assert flag.returncode == 2 and "does not take --base-url" in flag.stderr
+
+
+def _query() -> Query:
+    return Query("a cat", (Media.from_bytes(b"\x89PNG a"), Media.from_bytes(b"\x89PNG b")))
+
+
+def _read(judge: VLMJudge, text: str, finish: str = "stop") -> object:
+    read = judge._verdict_judgement if judge.mode == "verdict" else judge._critique_judgement(
+        __import__("rrbench.models._rationalrewards_format", fromlist=["x"]).parse_pairwise)
+    return judge._judge(_query(), Completion(text, finish, {"completion_tokens": 9}), read)
+
+
+def test_completions_map_to_judgements_and_failure_kinds() -> None:
+    critic = VLMJudge("t", {"t2i": "x"}, mode="pairwise")
+    assert _read(critic, "   ").failure is FailureKind.EMPTY  # type: ignore[attr-defined]
+    assert _read(critic, "# Detailed Judgement\n1. Text", "length").failure is FailureKind.TRUNCATED  # type: ignore[attr-defined]
+    assert _read(critic, "no headings at all").failure is FailureKind.PARSE  # type: ignore[attr-defined]
+    valid = (
+        "# Detailed Judgement\n1. Text Faithfulness:\n## Score A: 4\n## Score B: 2\n## Winner: Image A\n"
+        "2. Physical and Visual Quality:\n## Score A: 3\n## Score B: 3\n## Winner: tie\n"
+        "3. Text Rendering:\n## Score A: N/A\n## Score B: N/A\n## Winner: N/A\n# Summary: A follows the prompt.\n"
+    )
+    judgement = _read(critic, valid)
+    assert judgement.ok and judgement.scores == (7.0, 5.0)  # type: ignore[attr-defined]
+    judge = VLMJudge("g", {"t2i": "x"}, mode="verdict")
+    assert _read(judge, "B is better. [[B>A]]").verdict is Verdict.B  # type: ignore[attr-defined]
+    assert _read(judge, "[[A=B=Bad]]").verdict is Verdict.BOTH_BAD  # type: ignore[attr-defined]
