@@ -88,3 +88,24 @@ def test_completions_map_to_judgements_and_failure_kinds() -> None:
     judge = VLMJudge("g", {"t2i": "x"}, mode="verdict")
     assert _read(judge, "B is better. [[B>A]]").verdict is Verdict.B  # type: ignore[attr-defined]
     assert _read(judge, "[[A=B=Bad]]").verdict is Verdict.BOTH_BAD  # type: ignore[attr-defined]
+
+
+def test_api_judge_without_its_key_fails_fast_naming_the_variable(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cli_env.items() if k != "GEMINI_API_KEY"}
+    done = rrbench("run", "--task", "sanity", "--model", "gemini-2.5-flash", "-T", "n=2",
+                   "--output", str(tmp_path / "runs"), env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "GEMINI_API_KEY is not set" in done.stderr
+
+
+@pytest.mark.slow
+def test_generic_judge_in_verdict_mode_over_http(
+    tmp_path: Path, cli_env: dict[str, str], tiny_vlm: Path, vlm_server: str
+) -> None:
+    done = rrbench("run", "--task", "sanity", "--model", "qwen3-vl-8b", "-M", f"served_model={tiny_vlm}",
+                   "-M", "max_tokens=16", "-T", "n=4", "--quiet", "--output", str(tmp_path / "runs"),
+                   "--base-url", vlm_server, env=cli_env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir()]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["counts"]["recorded"] == 4
+    assert set(record["counts"]["failed_by_kind"]) <= {"parse", "truncated"}

@@ -1,0 +1,67 @@
+"""Generic VLM judges: Qwen3-VL (local weights or a vLLM server), Gemini and OpenAI models (their endpoints).
+
+Two judging modes, chosen with `-M mode=`: `verdict` (default), GenAI-Bench's official 4-way answer
+`[[A>B]]` / `[[B>A]]` / `[[A=B=Good]]` / `[[A=B=Bad]]`; and `pairwise` / `pointwise`, the RationalRewards-style
+critique with 1-4 aspect scores. API judges read their key from the environment variable named by
+`--api-key-env` (default GEMINI_API_KEY or OPENAI_API_KEY); `--base-url` replaces the default endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rrbench.models._base import RewardModel
+from rrbench.models._vlm import VLMJudge
+from rrbench.registry import reward_model
+
+GEMINI_URL = "https://generativelanguage.googleapis.com/v1beta/openai"
+OPENAI_URL = "https://api.openai.com/v1"
+
+# name -> (weights or served model id, default endpoint, default key variable, extra)
+JUDGES: dict[str, tuple[str, str | None, str | None, str]] = {
+    "qwen3-vl-8b": ("Qwen/Qwen3-VL-8B-Instruct", None, None, "transformers"),
+    "qwen3-vl-32b": ("Qwen/Qwen3-VL-32B-Instruct", None, None, "transformers"),
+    "gemini-2.5-pro": ("gemini-2.5-pro", GEMINI_URL, "GEMINI_API_KEY", "api"),
+    "gemini-2.5-flash": ("gemini-2.5-flash", GEMINI_URL, "GEMINI_API_KEY", "api"),
+    "gemini-3-pro": ("gemini-3-pro-preview", GEMINI_URL, "GEMINI_API_KEY", "api"),
+    "gpt-4.1": ("gpt-4.1", OPENAI_URL, "OPENAI_API_KEY", "api"),
+    "gpt-4o": ("gpt-4o", OPENAI_URL, "OPENAI_API_KEY", "api"),
+}
+
+
+def _factory(name: str) -> Callable[..., RewardModel]:
+    ref, url, key_env, _ = JUDGES[name]
+
+    def build(
+        path: str | None = None,
+        mode: str = "verdict",
+        aggregation: str | None = None,
+        na: str = "drop",
+        temperature: float = 0.0,
+        max_tokens: int = 4096,
+        batch_size: int = 4,
+        concurrency: int = 16,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_pixels: int | None = None,
+        served_model: str | None = None,
+        base_urls: list[str] | None = None,
+        api_key_env: str | None = None,
+    ) -> RewardModel:
+        weights = {"t2i": path or ref, "edit": path or ref}
+        endpoint = base_urls or ([url] if url else [])
+        extra: dict[str, Any] = {"served_model": served_model or (ref if url else None)}
+        return VLMJudge(
+            name, weights, mode=mode, aggregation=aggregation, na=na, temperature=temperature,
+            max_tokens=max_tokens, batch_size=batch_size, concurrency=concurrency, device=device, dtype=dtype,
+            max_pixels=max_pixels, base_urls=endpoint, api_key_env=api_key_env or key_env, **extra,
+        )
+
+    build.__name__ = name.replace("-", "_").replace(".", "_")
+    return build
+
+
+for _name, (_ref, _url, _key, _extra) in JUDGES.items():
+    reward_model(_name, description=f"generic VLM judge {_ref} (GenAI-Bench 4-way verdict or critique)",
+                 extra=_extra)(_factory(_name))
