@@ -133,9 +133,8 @@ class Runner:
         error: BaseException | None = None
         with self._signals():
             try:
-                if total is None or len(done) < total:
-                    await self.model.astart(self.task.generation)
-                new = await self._feed(dispatcher, done, progress)
+                if (total is None or len(done) < total) and await self._start_model():
+                    new = await self._feed(dispatcher, done, progress)
                 status = "interrupted" if self._stop.is_set() else "complete"
             except RunAborted as exc:
                 status, record["error"] = "failed", str(exc)
@@ -153,6 +152,21 @@ class Runner:
         if error is not None:
             raise error
         return Outcome(self.run_dir.path, status, record, new, dispatcher.model_calls, dispatcher.cache_hits)
+
+    async def _start_model(self) -> bool:
+        """Load weights or start a server; Ctrl-C during a minutes-long start stops at once. False if stopped."""
+        self.model.workdir = self.run_dir.path
+        start = asyncio.ensure_future(self.model.astart(self.task.generation))
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not start.done():
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await start
+            return False
+        start.result()
+        return True
 
     def _total(self) -> int | None:
         if self.task.size is None:
@@ -315,6 +329,8 @@ class Runner:
         results = load_results(self.run_dir.path)
         record.update(summarize(results, self.protocol, self.spec.seed, self._total()))
         record["status"] = status if status != "complete" or record["counts"]["missing"] == 0 else "incomplete"
+        # What only a started model knows (engine, server log, load time) joins the description at the end.
+        record["model"].update({k: v for k, v in self.model.describe().items() if v not in ({}, None)})
         record["updated_at"] = now_iso()
         if record["status"] == "complete":
             record["finished_at"] = now_iso()

@@ -54,6 +54,15 @@ def image_part(media: Media) -> dict[str, Any]:
     return {"type": "image", "media": media}
 
 
+def fit_pixels(image: Any, max_pixels: int | None) -> Any:
+    """A PIL image shrunk (aspect kept) to at most ``max_pixels`` pixels; the same image when within budget."""
+    pixels = image.width * image.height
+    if not max_pixels or pixels <= max_pixels:
+        return image
+    scale = (max_pixels / pixels) ** 0.5
+    return image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
+
+
 def user_message(*parts: Mapping[str, Any]) -> dict[str, Any]:
     return {"role": "user", "content": list(parts)}
 

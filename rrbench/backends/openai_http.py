@@ -124,9 +124,10 @@ class OpenAIHTTPBackend(Backend):
                 await self.limit.feedback(overloaded=False)
                 return completion
             except BackendError as exc:
-                overloaded = exc.kind in (FailureKind.RATE_LIMITED, FailureKind.HTTP)
+                transient = exc.kind in RETRYABLE and getattr(exc, "transient", True)
+                overloaded = transient and exc.kind in (FailureKind.RATE_LIMITED, FailureKind.HTTP)
                 await self.limit.feedback(overloaded=overloaded)
-                if exc.kind not in RETRYABLE or attempt >= self.max_retries:
+                if not transient or attempt >= self.max_retries:
                     raise
                 await asyncio.sleep(self._delay(attempt, getattr(exc, "retry_after", None)))
                 attempt += 1
@@ -160,8 +161,10 @@ class OpenAIHTTPBackend(Backend):
             error.retry_after = _retry_after(response.headers.get("retry-after"))  # type: ignore[attr-defined]
             raise error
         if response.status_code >= 400:
-            kind = FailureKind.HTTP
-            raise BackendError(kind, f"{url}: HTTP {response.status_code}: {response.text[:300]}")
+            error = BackendError(FailureKind.HTTP, f"{url}: HTTP {response.status_code}: {response.text[:300]}")
+            # A 4xx (prompt too long, bad request) fails again identically: only 408 and 5xx are worth a retry.
+            error.transient = response.status_code >= 500 or response.status_code == 408  # type: ignore[attr-defined]
+            raise error
         try:
             payload = response.json()
             choice = payload["choices"][0]

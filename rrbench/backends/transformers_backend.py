@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rrbench.backends._base import Backend, BackendError, Completion, Message, Sampling
+from rrbench.backends._base import Backend, BackendError, Completion, Message, Sampling, fit_pixels
 from rrbench.registry import require
 from rrbench.types import DataError, FailureKind, UserError
 
@@ -124,7 +124,4 @@ class TransformersBackend(Backend):
             image = media.image()
         except DataError as exc:
             raise BackendError(FailureKind.DATA, str(exc)) from exc
-        if self.max_pixels and image.width * image.height > self.max_pixels:
-            scale = (self.max_pixels / (image.width * image.height)) ** 0.5
-            image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
-        return image
+        return fit_pixels(image, self.max_pixels)

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from rrbench.types import Judgement, Query
@@ -28,6 +29,7 @@ class RewardModel:
     batch_size: int = 1
     concurrency: int = 1  # requests in flight at once (HTTP models); in-process models use one worker
     cacheable: bool = True  # False for models cheaper to call than the cache lookup
+    workdir: Path | None = None  # the run directory, set by the runner: where a model may write its logs
 
     def __init__(self, **config: Any) -> None:
         self.config: dict[str, Any] = dict(config)

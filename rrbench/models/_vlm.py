@@ -1,9 +1,15 @@
 """A reward model that is a vision-language model behind a backend: prompt -> chat -> parse -> Judgement.
 
-Shared by the RationalRewards family and the generic judges. The engine is chosen from the arguments:
-``--base-url`` (OpenAI-compatible HTTP, e.g. a vLLM server or Gemini's endpoint) or local weights run by
-transformers in-process. Weights are resolved per generation kind (text-to-image or editing), since the
-RationalRewards family ships one checkpoint for each.
+Shared by the RationalRewards family and the generic judges. Weights are resolved per generation kind
+(text-to-image or editing), since the RationalRewards family ships one checkpoint for each. The engine
+(``-M engine=``) is one of:
+
+- ``http``: an OpenAI-compatible server given with ``--base-url`` (vLLM, Gemini's or OpenAI's endpoint);
+- ``vllm-serve``: a vLLM server rrbench starts and stops itself (``-M serve=true``);
+- ``vllm``: vLLM in-process (``vllm.LLM.chat``);
+- ``transformers``: transformers in-process, CPU or GPU;
+- ``auto`` (default): ``http`` if a base URL is given, else ``vllm-serve`` if vLLM is installed, else
+  ``transformers``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,59 @@ from rrbench.types import DataError, FailureKind, Judgement, Query, UserError, V
 
 PROMPT_VERSION = "rrbench-critic-prompt/1"
 MODES = ("pairwise", "pointwise", "verdict")
+ENGINES = ("auto", "http", "vllm-serve", "vllm", "transformers")
+REMOTE = ("http", "vllm-serve")  # engines answered one request at a time, many in flight
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The ``-M`` settings of how the model is run, shared by every VLM judge."""
+
+    engine: str = "auto"
+    serve: bool | None = None  # true: start a vLLM server (= engine vllm-serve); false: never start one
+    max_model_len: int = 32768
+    images_per_prompt: int = 3
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    vllm_args: str = ""  # extra `vllm serve` flags, e.g. "--enforce-eager --gpu-memory-utilization 0.85"
+    timeout_s: float = 600.0
+    max_retries: int = 4
+
+    @classmethod
+    def parse(cls, args: Mapping[str, Any]) -> EngineOptions:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(args) - set(known))
+        if unknown:
+            raise UserError(f"unknown model argument {unknown[0]!r} (-M; engine settings: {', '.join(known)})")
+        for key, value in args.items():
+            default = known[key].default
+            if default is not None and not isinstance(value, type(default)) and not (
+                isinstance(default, float) and isinstance(value, int)
+            ):
+                raise UserError(f"-M {key} must be a {type(default).__name__}, got {value!r}")
+        options = cls(**args)
+        if options.engine not in ENGINES:
+            raise UserError(f"-M engine must be one of {', '.join(ENGINES)}, not {options.engine!r}")
+        return options
+
+    def resolve(self, has_base_url: bool) -> str:
+        """The engine this run uses; contradictions are user errors, not silent choices."""
+        engine = self.engine
+        if self.serve:
+            if engine not in ("auto", "vllm-serve"):
+                raise UserError(f"-M serve=true starts a vLLM server; it contradicts -M engine={engine}")
+            engine = "vllm-serve"
+        if has_base_url and engine not in ("auto", "http"):
+            raise UserError(f"--base-url sends requests to a server; it contradicts -M engine={engine}")
+        if engine == "http" and not has_base_url:
+            raise UserError("-M engine=http needs --base-url URL")
+        if engine != "auto":
+            return engine
+        if has_base_url:
+            return "http"
+        from rrbench.backends.vllm_server import vllm_python
+
+        return "vllm-serve" if self.serve is None and vllm_python() else "transformers"
 
 
 def resolve_weights(ref: str) -> str:
@@ -56,7 +116,7 @@ class VLMJudge(RewardModel):
         na: str = "drop",
         temperature: float = 0.1,
         max_tokens: int = 2048,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         concurrency: int = 32,
         device: str = "auto",
         dtype: str = "auto",
@@ -64,6 +124,7 @@ class VLMJudge(RewardModel):
         base_urls: Sequence[str] = (),
         api_key_env: str | None = None,
         served_model: str | None = None,
+        engine: Mapping[str, Any] | None = None,
     ) -> None:
         if mode not in MODES:
             raise UserError(f"-M mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -71,8 +132,10 @@ class VLMJudge(RewardModel):
             raise UserError(f"-M na must be 'drop' or '2.5', not {na!r}")
         if aggregation is not None and aggregation not in rr.AGGREGATIONS:
             raise UserError(f"unknown aggregation {aggregation!r} (known: {', '.join(rr.AGGREGATIONS)})")
+        options = EngineOptions.parse(engine or {})
         super().__init__(weights=weights, mode=mode, aggregation=aggregation, na=na, temperature=temperature,
-                         max_tokens=max_tokens, max_pixels=max_pixels, served_model=served_model)
+                         max_tokens=max_tokens, max_pixels=max_pixels, served_model=served_model,
+                         **dict(engine or {}))
         self.name = name  # type: ignore[misc]
         self.weights = weights
         self.mode = mode
@@ -82,9 +145,12 @@ class VLMJudge(RewardModel):
         self.api_key_env = api_key_env
         self.served_model = served_model
         self.device, self.dtype, self.max_pixels, self.http_concurrency = device, dtype, max_pixels, concurrency
-        http = bool(self.base_urls)
-        self.batch_size = 1 if http else batch_size
-        self.concurrency = concurrency if http else 1
+        self.options = options
+        self.engine = options.resolve(bool(self.base_urls))
+        remote = self.engine in REMOTE
+        # vLLM schedules a large batch continuously; transformers pads a batch to its longest prompt
+        self.batch_size = 1 if remote else batch_size or (64 if self.engine == "vllm" else 4)
+        self.concurrency = concurrency if remote else 1
         self._backends: dict[str, Backend] = {}
 
     @property
@@ -99,7 +165,7 @@ class VLMJudge(RewardModel):
     def describe(self) -> dict[str, Any]:
         engines = {g: b.describe() for g, b in self._backends.items()}
         return {**super().describe(), "prompt_version": PROMPT_VERSION, "parser_version": rr.PARSER_VERSION,
-                "aggregations": rr.AGGREGATIONS, "engines": engines}
+                "aggregations": rr.AGGREGATIONS, "engine": self.engine, "engines": engines}
 
     # ------------------------------------------------------------------------------------------------ engines
     def _backend(self, generation: str) -> Backend:
@@ -111,15 +177,35 @@ class VLMJudge(RewardModel):
 
     def _make_backend(self, generation: str) -> Backend:
         ref = self.weights.get(generation) or self.weights.get("t2i") or next(iter(self.weights.values()))
-        if self.base_urls:
+        http_args: dict[str, Any] = {"api_key_env": self.api_key_env, "concurrency": self.http_concurrency,
+                     "max_pixels": self.max_pixels, "timeout_s": self.options.timeout_s,
+                     "max_retries": self.options.max_retries}
+        if self.engine == "http":
             from rrbench.backends.openai_http import OpenAIHTTPBackend
 
-            return OpenAIHTTPBackend(self.base_urls, self.served_model or ref, api_key_env=self.api_key_env,
-                                     concurrency=self.http_concurrency, max_pixels=self.max_pixels)
+            return OpenAIHTTPBackend(self.base_urls, self.served_model or ref, **http_args)
+        server = self._server_options()
+        if self.engine == "vllm-serve":
+            from rrbench.backends.vllm_server import ManagedVLLMBackend
+
+            return ManagedVLLMBackend(resolve_weights(ref), self.served_model or ref, server, self.workdir,
+                                      {k: v for k, v in http_args.items() if k != "api_key_env"})
+        if self.engine == "vllm":
+            from rrbench.backends.vllm_inprocess import VLLMInProcessBackend
+
+            return VLLMInProcessBackend(resolve_weights(ref), server, max_pixels=self.max_pixels)
         from rrbench.backends.transformers_backend import TransformersBackend
 
         return TransformersBackend(resolve_weights(ref), device=self.device, dtype=self.dtype,
                                    max_pixels=self.max_pixels)
+
+    def _server_options(self) -> Any:
+        from rrbench.backends.vllm_server import ServerOptions
+
+        o = self.options
+        return ServerOptions(max_model_len=o.max_model_len, images_per_prompt=o.images_per_prompt,
+                             tensor_parallel_size=o.tensor_parallel_size, data_parallel_size=o.data_parallel_size,
+                             extra_args=o.vllm_args)
 
     async def astart(self, generation: str = "t2i") -> None:
         # Resolving weights, loading them, or reading the API key fails here, before any sample, with the fix.
@@ -166,7 +252,7 @@ class VLMJudge(RewardModel):
                 prepared.append((q, Judgement.failed(FailureKind.DATA, str(exc))))
         to_send = [(q, m) for q, m in prepared if not isinstance(m, Judgement)]
         try:
-            if self.base_urls:
+            if self.engine in REMOTE:
                 results = await asyncio.gather(*(backend.chat(m, self.sampling) for _, m in to_send),
                                                return_exceptions=True)
             else:

@@ -9,6 +9,8 @@ the N/A policy (`-M aggregation=`, `-M na=drop|2.5`) are named, versioned and re
 
 from __future__ import annotations
 
+from typing import Any
+
 from rrbench.models._base import RewardModel
 from rrbench.models._vlm import VLMJudge
 from rrbench.registry import reward_model
@@ -29,7 +31,7 @@ def rationalrewards_8b(
     na: str = "drop",
     temperature: float = 0.1,
     max_tokens: int = 20480,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     concurrency: int = 32,
     device: str = "auto",
     dtype: str = "auto",
@@ -37,10 +39,12 @@ def rationalrewards_8b(
     served_model: str | None = None,
     base_urls: list[str] | None = None,
     api_key_env: str | None = None,
+    **engine: Any,
 ) -> RewardModel:
     weights = {"t2i": path, "edit": path} if path else dict(WEIGHTS)
     return VLMJudge(
         "rationalrewards-8b", weights, mode=mode, aggregation=aggregation, na=na, temperature=temperature,
         max_tokens=max_tokens, batch_size=batch_size, concurrency=concurrency, device=device, dtype=dtype,
         max_pixels=max_pixels, base_urls=base_urls or (), api_key_env=api_key_env, served_model=served_model,
+        engine=engine,
     )

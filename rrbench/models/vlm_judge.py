@@ -40,7 +40,7 @@ def _factory(name: str) -> Callable[..., RewardModel]:
         na: str = "drop",
         temperature: float = 0.0,
         max_tokens: int = 4096,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         concurrency: int = 16,
         device: str = "auto",
         dtype: str = "auto",
@@ -48,6 +48,7 @@ def _factory(name: str) -> Callable[..., RewardModel]:
         served_model: str | None = None,
         base_urls: list[str] | None = None,
         api_key_env: str | None = None,
+        **engine: Any,
     ) -> RewardModel:
         weights = {"t2i": path or ref, "edit": path or ref}
         endpoint = base_urls or ([url] if url else [])
@@ -55,7 +56,7 @@ def _factory(name: str) -> Callable[..., RewardModel]:
         return VLMJudge(
             name, weights, mode=mode, aggregation=aggregation, na=na, temperature=temperature,
             max_tokens=max_tokens, batch_size=batch_size, concurrency=concurrency, device=device, dtype=dtype,
-            max_pixels=max_pixels, base_urls=endpoint, api_key_env=api_key_env or key_env, **extra,
+            max_pixels=max_pixels, base_urls=endpoint, api_key_env=api_key_env or key_env, engine=engine, **extra,
         )
 
     build.__name__ = name.replace("-", "_").replace(".", "_")
