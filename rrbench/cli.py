@@ -99,6 +99,10 @@ def _add_rescore(sub: Any) -> None:
     p.add_argument("run_dir")
     p.add_argument("--tie-policy", help="tie policy to apply (see `rrbench ls metrics`)")
     p.add_argument("--failure-policy", choices=("excluded", "wrong"))
+    p.add_argument("--aggregation", help="critique judges: recompute scores from the recorded aspect scores "
+                   "(pairwise-sum/v1, pointwise-mean/v1, rl-edit/v1)")
+    p.add_argument("--na", choices=("drop", "2.5"), help="critique judges: N/A policy of pairwise-sum/v1 "
+                   "(drop the aspect for both candidates, or count N/A as 2.5 as the paper did)")
     p.add_argument("--seed", type=int, help="bootstrap seed (default: the run's)")
     p.add_argument("--output", help="where the new run directory goes (default: beside the source)")
 
@@ -222,6 +226,8 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         failure_policy=args.failure_policy,
         seed=args.seed,
         output=Path(args.output) if args.output else None,
+        aggregation=args.aggregation,
+        na=args.na,
     )
     print(describe_run(record, str(out)))
     return 0

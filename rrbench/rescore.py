@@ -1,4 +1,7 @@
-"""Recompute a run's metrics under another tie or failure policy from its stored judgements: no model calls.
+"""Recompute a run's metrics from its stored judgements under another policy: no model calls.
+
+What can change: the tie policy, the failure policy, and for critique judges the aggregation of the recorded
+per-aspect scores and its N/A policy (the scores and predictions are recomputed from the aspects).
 
 The result is a new run directory beside the source (or under --output) whose run.json names its source, so the
 original run is never modified and both numbers stay available with their protocol ids.
@@ -13,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from rrbench import metrics
+from rrbench.models import _rationalrewards_format as rr
+from rrbench.protocols import pairwise
 from rrbench.runner import now_iso, summarize, trial_credit
 from rrbench.spec import RunSpec
 from rrbench.store import SAMPLES, load_results, read_json, write_json_atomic
-from rrbench.types import Protocol, SampleResult, TaskKind, UserError
+from rrbench.types import Judgement, Protocol, SampleResult, TaskKind, Trial, UserError
 
 
 def rescore(
@@ -26,9 +31,11 @@ def rescore(
     failure_policy: str | None = None,
     seed: int | None = None,
     output: Path | None = None,
+    aggregation: str | None = None,
+    na: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     record = read_json(src / "run.json")
-    protocol = _override(Protocol.from_json(record["protocol"]), tie_policy, failure_policy)
+    protocol = _override(Protocol.from_json(record["protocol"]), tie_policy, failure_policy, aggregation, na)
     spec = RunSpec.from_json(record["spec"])
     spec = dataclasses.replace(
         spec,
@@ -37,7 +44,11 @@ def rescore(
     )
     seed = spec.seed if seed is None else seed
     kind = TaskKind(record["task"]["kind"])
-    results = [_recredit(r, kind, protocol.tie_policy) for r in load_results(src)]
+    results = load_results(src)
+    if aggregation is not None or na is not None:
+        results = [_reaggregate(r, protocol.mode, aggregation, na or "drop") for r in results]
+        record = {**record, "aggregation": {"name": aggregation, "na": na or "drop"}}
+    results = [_recredit(r, kind, protocol.tie_policy) for r in results]
     out = _destination(src, output, protocol, seed)
     new_record = {
         **record,
@@ -57,18 +68,40 @@ def rescore(
     return out, new_record
 
 
-def _override(protocol: Protocol, tie_policy: str | None, failure_policy: str | None) -> Protocol:
-    if tie_policy is None and failure_policy is None:
-        raise UserError("rescore needs --tie-policy and/or --failure-policy")
+def _override(
+    protocol: Protocol, tie_policy: str | None, failure_policy: str | None, aggregation: str | None, na: str | None
+) -> Protocol:
+    if tie_policy is None and failure_policy is None and aggregation is None and na is None:
+        raise UserError("rescore needs at least one of --tie-policy, --failure-policy, --aggregation, --na")
     if tie_policy is not None and tie_policy not in metrics.TIE_POLICIES:
         raise UserError(f"unknown tie policy {tie_policy!r} (known: {', '.join(metrics.TIE_POLICIES)})")
+    if aggregation is not None and aggregation not in rr.AGGREGATIONS:
+        raise UserError(f"unknown aggregation {aggregation!r} (known: {', '.join(rr.AGGREGATIONS)})")
+    if na is not None and na not in rr.NA_POLICIES:
+        raise UserError(f"unknown N/A policy {na!r} (known: {', '.join(rr.NA_POLICIES)})")
     changes: dict[str, Any] = {}
     if tie_policy is not None:
         changes["tie_policy"] = tie_policy
     if failure_policy is not None:
         changes["failure_policy"] = failure_policy
-    suffix = "+".join(f"{k.replace('_policy', '')}={v}" for k, v in changes.items())
+    labels = {**changes, "aggregation": aggregation, "na": na}
+    suffix = "+".join(f"{k.replace('_policy', '')}={v}" for k, v in labels.items() if v is not None)
     return dataclasses.replace(protocol, id=f"{protocol.id.split('+')[0]}+{suffix}", **changes)
+
+
+def _reaggregate(result: SampleResult, mode: str, aggregation: str | None, na: str) -> SampleResult:
+    """Scores and predictions recomputed from each judgement's recorded aspects; other judgements untouched."""
+    trials = tuple(
+        pairwise.assemble(t.order, mode, [rr.reaggregate(j, aggregation, na) for j in _answers(t)])
+        for t in result.trials
+    )
+    return dataclasses.replace(result, trials=trials)
+
+
+def _answers(trial: Trial) -> list[Judgement]:
+    # assemble() appends a synthetic judgement when the answers carried nothing usable; it is rebuilt, not kept
+    synthetic = "judgement carries neither scores nor a verdict"
+    return [j for j in trial.judgements if not (j.failure_detail == synthetic and j.raw is None and not j.aspects)]
 
 
 def _recredit(result: SampleResult, kind: TaskKind, tie_policy: str) -> SampleResult:

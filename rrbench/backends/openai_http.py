@@ -164,6 +164,8 @@ class OpenAIHTTPBackend(Backend):
             error = BackendError(FailureKind.HTTP, f"{url}: HTTP {response.status_code}: {response.text[:300]}")
             # A 4xx (prompt too long, bad request) fails again identically: only 408 and 5xx are worth a retry.
             error.transient = response.status_code >= 500 or response.status_code == 408  # type: ignore[attr-defined]
+            # 503 may say when to come back, as 429 does
+            error.retry_after = _retry_after(response.headers.get("retry-after"))  # type: ignore[attr-defined]
             raise error
         try:
             payload = response.json()

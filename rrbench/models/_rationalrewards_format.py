@@ -13,6 +13,7 @@ The module registers nothing (leading underscore); ``rationalrewards.py`` builds
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -638,48 +639,56 @@ def rl_edit(aspects: Mapping[str, float | None]) -> float | None:
 _POINTWISE = {"pointwise-mean/v1": pointwise_mean, "rl-edit/v1": rl_edit}
 
 
+NO_EVIDENCE = "no-comparable-aspect"
+
+
 def judgement_from(parsed: Parsed, aggregation: str | None = None, na: str = "drop") -> Judgement:
     """An rrbench Judgement from a parsed answer; ``aggregation`` defaults to the one that fits its kind."""
-    aggregation = aggregation or ("pairwise-sum/v1" if parsed.pairwise else "pointwise-mean/v1")
-    if aggregation not in AGGREGATIONS:
-        raise UserError(f"unknown aggregation {aggregation!r}: expected one of {', '.join(AGGREGATIONS)}")
-    if (aggregation == "pairwise-sum/v1") != parsed.pairwise:
-        kind = "pairwise" if parsed.pairwise else "pointwise"
-        raise UserError(f"aggregation {aggregation!r} does not apply to a {kind} answer")
+    aggregation = _checked(aggregation, parsed.pairwise)
     if parsed.error is not None:
         return Judgement.failed(FailureKind.PARSE, parsed.error, raw=parsed.raw)
-    if parsed.pairwise:
-        return _pairwise_judgement(parsed, na)
-    return _pointwise_judgement(parsed, aggregation)
+    critique = Judgement(
+        aspects=tuple(dict(a) for a in parsed.aspects), rationale=parsed.rationale,
+        refined_prompt=parsed.refined_request, raw=parsed.raw, flags=parsed.flags,
+    )
+    return _scored(critique, aggregation, na)
 
 
-def _common(parsed: Parsed) -> dict[str, Any]:
-    return {
-        "aspects": tuple(dict(a) for a in parsed.aspects),
-        "rationale": parsed.rationale,
-        "refined_prompt": parsed.refined_request,
-        "raw": parsed.raw,
-    }
+def reaggregate(judgement: Judgement, aggregation: str | None, na: str = "drop") -> Judgement:
+    """The same critique under another aggregation or N/A policy, from its recorded aspect scores.
+
+    Judgements without aspects (a verdict judge, or a failure before parsing) are returned unchanged.
+    """
+    if not judgement.aspects:
+        return judgement
+    return _scored(judgement, _checked(aggregation, len(judgement.aspects) == 2), na)
 
 
-def _pairwise_judgement(parsed: Parsed, na: str) -> Judgement:
-    a, b = parsed.aspects
-    flags = list(parsed.flags)
-    if not any(a[k] is not None and b[k] is not None for k in a.keys() & b.keys()) and na == "drop":
-        flags.append("no-comparable-aspect")  # the sums are 0 and 0: a tie made of no evidence
-    score_a, score_b = pairwise_sum(a, b, na)
-    return Judgement(scores=(score_a, score_b), flags=tuple(flags), **_common(parsed))
+def _checked(aggregation: str | None, pairwise: bool) -> str:
+    aggregation = aggregation or ("pairwise-sum/v1" if pairwise else "pointwise-mean/v1")
+    if aggregation not in AGGREGATIONS:
+        raise UserError(f"unknown aggregation {aggregation!r}: expected one of {', '.join(AGGREGATIONS)}")
+    if (aggregation == "pairwise-sum/v1") != pairwise:
+        kind = "pairwise" if pairwise else "pointwise"
+        raise UserError(f"aggregation {aggregation!r} does not apply to a {kind} answer")
+    return aggregation
 
 
-def _pointwise_judgement(parsed: Parsed, aggregation: str) -> Judgement:
-    reward = _POINTWISE[aggregation](parsed.aspects[0])
+def _scored(critique: Judgement, aggregation: str, na: str) -> Judgement:
+    """Scores (or the all-N/A failure) for a critique whose aspects are known."""
+    flags = tuple(f for f in critique.flags if f != NO_EVIDENCE)
+    if len(critique.aspects) == 2:
+        a, b = critique.aspects
+        if na == "drop" and not any(a[k] is not None and b[k] is not None for k in a.keys() & b.keys()):
+            flags += (NO_EVIDENCE,)  # the sums are 0 and 0: a tie made of no evidence
+        return dataclasses.replace(critique, scores=pairwise_sum(a, b, na), flags=flags, failure=None,
+                                   failure_detail=None)
+    reward = _POINTWISE[aggregation](critique.aspects[0])
     if reward is None:
         # Every aspect the aggregation reads is N/A: no reward exists, and 0 or 0.5 would be a made-up one.
-        return Judgement(
-            failure=FailureKind.PARSE, failure_detail=f"every aspect used by {aggregation} is N/A",
-            flags=parsed.flags, **_common(parsed),
-        )
-    return Judgement(scores=(reward,), flags=parsed.flags, **_common(parsed))
+        return dataclasses.replace(critique, scores=(), flags=flags, failure=FailureKind.PARSE,
+                                   failure_detail=f"every aspect used by {aggregation} is N/A")
+    return dataclasses.replace(critique, scores=(reward,), flags=flags, failure=None, failure_detail=None)
 
 
 # ============================================================================================== 4-way verdicts

@@ -128,7 +128,9 @@ class VLMJudge(RewardModel):
     ) -> None:
         if mode not in MODES:
             raise UserError(f"-M mode must be one of {', '.join(MODES)}, not {mode!r}")
-        if na not in ("drop", "2.5"):
+        if isinstance(na, int | float):
+            na = f"{na:g}"  # `-M na=2.5` arrives as a number
+        if na not in rr.NA_POLICIES:
             raise UserError(f"-M na must be 'drop' or '2.5', not {na!r}")
         if aggregation is not None and aggregation not in rr.AGGREGATIONS:
             raise UserError(f"unknown aggregation {aggregation!r} (known: {', '.join(rr.AGGREGATIONS)})")
