@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_show(sub)
     _add_rescore(sub)
     _add_compare(sub)
+    _add_doctor(sub)
     return parser
 
 
@@ -117,6 +118,19 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("run_b")
     p.add_argument("--tie-policy", help="tie policy for both runs (default: run A's)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
+def _add_doctor(sub: Any) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="check extras, GPU, writable folders; with --model: weights, engine, server and API key",
+        description="Say what this machine can run and, for one model, what is missing and how to fix it. "
+                    "Downloads nothing; API keys are reported as set or not, never shown.",
+    )
+    p.add_argument("--model", help="a reward model to check (see `rrbench ls models`)")
+    p.add_argument("-M", dest="model_args", action="append", metavar="KEY=VALUE", help="model argument (repeatable)")
+    p.add_argument("--base-url", dest="base_urls", action="append", metavar="URL", help="endpoint to check")
+    p.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key")
 
 
 # ---------------------------------------------------------------------------------------------------- commands
@@ -255,8 +269,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from rrbench import doctor
+
+    print("environment:")
+    checks = list(doctor.environment_checks())
+    for check in checks:
+        print(check.line())
+    if args.model:
+        runtime = {"base_urls": args.base_urls, "api_key_env": args.api_key_env}
+        runtime = {k: v for k, v in runtime.items() if v}
+        entry = registry.get("model", args.model)
+        model = entry.build(**parse_assignments(args.model_args, "-M"), **runtime)
+        print(f"model {args.model}:")
+        model_checks = list(doctor.model_checks(model))
+        for check in model_checks:
+            print(check.line())
+        checks += model_checks
+    failed = sum(c.status == "FAIL" for c in checks)
+    print(f"\n{failed} problem(s) that would stop a run, {sum(c.status == 'warn' for c in checks)} warning(s)")
+    return 1 if failed else 0
+
+
 COMMANDS = {
     "run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare,
+    "doctor": cmd_doctor,
 }
 
 

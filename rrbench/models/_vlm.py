@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -216,6 +218,32 @@ class VLMJudge(RewardModel):
     async def aclose(self) -> None:
         for backend in self._backends.values():
             await backend.close()
+
+    def checks(self) -> list[Any]:
+        """`rrbench doctor --model`: what this judge needs on this machine, each with its fix."""
+        from rrbench.doctor import Check, reachable
+
+        out = [Check("ok", "engine", f"{self.engine} (-M engine=auto|http|vllm-serve|vllm|transformers)")]
+        if self.engine == "http":
+            if self.api_key_env:
+                ok = bool(os.environ.get(self.api_key_env))
+                out.append(Check("ok" if ok else "FAIL", "API key", f"${self.api_key_env} is "
+                                 f"{'set' if ok else 'not set'}", f"export {self.api_key_env}=..."))
+            for url in self.base_urls:
+                ok, detail = reachable(url, self.api_key_env)
+                out.append(Check("ok" if ok else "FAIL", "server", f"{url}: {detail}",
+                                 "start the server, or check --base-url"))
+            return out
+        module = {"transformers": ("transformers", "transformers"), "vllm": ("vllm", "vllm")}.get(self.engine)
+        if module and importlib.util.find_spec(module[0]) is None:
+            out.append(Check("FAIL", "engine package", f"{module[0]} is not installed",
+                             f"pip install 'rrbench[{module[1]}]'"))
+        for generation, ref in sorted(self.weights.items()):
+            try:
+                out.append(Check("ok", f"weights ({generation})", f"{ref} -> {resolve_weights(ref)}"))
+            except UserError as exc:
+                out.append(Check("FAIL", f"weights ({generation})", f"{ref} not found", str(exc)))
+        return out
 
     # ------------------------------------------------------------------------------------------------ judging
     async def acompare(self, queries: Sequence[Query]) -> list[Judgement]:
