@@ -219,7 +219,7 @@ def _task_summary(entry: registry.Entry) -> str:
     except Exception as exc:  # a task that needs arguments or data still gets listed
         return f"(needs arguments: {exc})"
     alternatives = f" (also: {', '.join(built.alternatives)})" if built.alternatives else ""
-    size = built.size if built.size is not None else "?"
+    size = built.size if built.size is not None else built.info.size if built.info.size is not None else "?"
     return f"v{built.version}, protocol {built.protocol.id}{alternatives}, {size} samples"
 
 

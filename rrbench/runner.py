@@ -98,6 +98,7 @@ class Runner:
     protocol: Protocol = field(init=False)
     _stop: asyncio.Event = field(init=False)
     _errors_in_a_row: int = 0
+    _size: int | None = None
     _successes: int = 0
     _first_error: str | None = None
 
@@ -107,6 +108,7 @@ class Runner:
             # Recorded as resolved, so run.json says how the model was actually asked.
             protocol = dataclasses.replace(protocol, mode=pairwise.resolve_mode("auto", self.model, 2))
         self.protocol = protocol
+        self._size = self.task.size_of(Path(self.spec.data) if self.spec.data else None)
 
     # ------------------------------------------------------------------------------------------------ top level
     def run(self) -> Outcome:
@@ -169,9 +171,9 @@ class Runner:
         return True
 
     def _total(self) -> int | None:
-        if self.task.size is None:
+        if self._size is None:
             return self.spec.limit
-        return min(self.task.size, self.spec.limit) if self.spec.limit else self.task.size
+        return min(self._size, self.spec.limit) if self.spec.limit else self._size
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

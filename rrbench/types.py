@@ -283,6 +283,11 @@ class Task:
     info: TaskInfo = field(default_factory=TaskInfo)
     generation: str = "t2i"  # "t2i" or "edit": which prompt family a VLM judge must use
     alternatives: Mapping[str, Protocol] = field(default_factory=dict)
+    # The sample count of a given data source, when it is cheap to know before loading (parquet metadata).
+    count: Callable[[Path | None], int | None] | None = None
+
+    def size_of(self, data: Path | None) -> int | None:
+        return self.count(data) if self.count is not None else self.size
 
 
 # --------------------------------------------------------------------------------------------------- Judging
