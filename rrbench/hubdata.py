@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +30,12 @@ class Source:
     split: str
     config: str | None = None
     revision: str | None = None  # a commit sha; None only where no pin is known (the snapshot's is recorded)
-    files: tuple[str, ...] = ()  # explicit files inside the repo (for datasets that are not parquet splits)
+    files: tuple[str, ...] = ()  # explicit files or glob patterns inside the repo (only these are fetched)
 
     def fetch_hint(self) -> str:
         rev = f" --revision {self.revision}" if self.revision else ""
-        return f"hf download {self.dataset} --repo-type dataset{rev} --local-dir DIR, then pass --data DIR"
+        only = " --include " + " ".join(f"'{f}'" for f in self.files) if self.files else ""
+        return f"hf download {self.dataset} --repo-type dataset{rev}{only} --local-dir DIR, then pass --data DIR"
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,11 @@ def _snapshot(source: Source) -> Path:
 def _split_files(folder: Path, source: Source) -> tuple[Path, ...]:
     """The files of one config and split in a folder laid out as on the hub."""
     if source.files:
-        found = [folder / f for f in source.files if (folder / f).exists()]
+        # Entries may be glob patterns (hub file names carry content hashes), as snapshot_download's patterns are.
+        found = [p for f in source.files for p in sorted(folder.glob(f))]
         if not found:
             raise UserError(f"{folder} has none of {', '.join(source.files)} ({source.dataset}'s layout)")
-        return tuple(found)
+        return _complete(tuple(found))
     parquet = sorted(p for p in folder.rglob("*.parquet") if ".cache" not in p.parts)
     if not parquet:
         raise UserError(f"no parquet files under {folder}; expected {source.dataset}'s layout "
@@ -98,7 +101,25 @@ def _split_files(folder: Path, source: Source) -> tuple[Path, ...]:
     if not chosen:
         splits = sorted({p.name.split("-")[0].split(".")[0] for p in parquet})
         raise UserError(f"split {source.split!r} not found under {folder} (found: {', '.join(splits)})")
-    return tuple(chosen)
+    return _complete(tuple(chosen))
+
+
+_SHARD = re.compile(r"^(?P<stem>.*)-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet$")
+
+
+def _complete(files: tuple[Path, ...]) -> tuple[Path, ...]:
+    """Refuse a split whose shards (``train-00000-of-00004.parquet``) are not all there: it would score a subset."""
+    seen: dict[tuple[Path, str, int], set[int]] = {}
+    for f in files:
+        m = _SHARD.match(f.name)
+        if m:
+            seen.setdefault((f.parent, m["stem"], int(m["n"])), set()).add(int(m["i"]))
+    for (parent, stem, n), got in seen.items():
+        if len(got) != n:
+            missing = sorted(set(range(n)) - got)
+            raise UserError(f"{parent}: {stem} has {len(got)} of {n} shards (missing {stem}-{missing[0]:05d}-of-"
+                            f"{n:05d}.parquet); the copy is incomplete")
+    return files
 
 
 def _is_split(path: Path, split: str) -> bool:

@@ -7,6 +7,7 @@ or scores are equal), which is what the ``imagereward`` policy asks for on Image
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ class _Block:
     cluster: str
     units: tuple[PairUnit, ...]
     failure: FailureKind | None
+    complete: bool = True  # a group holds every comparison it should (meta["group_size"]); otherwise it is wrong
 
 
 def _score(results: Sequence[SampleResult], ctx: MetricContext, *, grouped: bool) -> Tally:
@@ -52,15 +54,20 @@ def _score(results: Sequence[SampleResult], ctx: MetricContext, *, grouped: bool
     check_tie_policy(policy)
     if policy == "pickapic":
         return _score_pickapic(results, ctx, grouped)
-    ledger, blocks = _collect(results, policy, grouped)
+    # Samples marked as validation exist to choose the Pick-a-Pic threshold; under any other policy they are not
+    # part of the test set, so they count in n_total and extra["n_validation"] only (as under "pickapic").
+    validation = sum(1 for r in results if r.meta.get("split") == "validation")
+    scored = [r for r in results if r.meta.get("split") != "validation"] if validation else results
+    ledger, blocks = _collect(scored, policy, grouped)
     epsilon = 0.0
-    extra = {}
+    extra: dict[str, object] = {"n_validation": validation} if validation else {}
     if policy == "tie-calibrated":
         grid = ctx.options.get("epsilon_grid")
         epsilon = best_epsilon([b.units for b in blocks if b.failure is None], grid)
         extra["epsilon"] = epsilon
     units = tuple(_counted(b, policy, epsilon, 0.0, grouped) for b in blocks)
-    return Tally(units, ledger.coverage(), policy, extra)
+    coverage = dataclasses.replace(ledger.coverage(), n_total=len(results))
+    return Tally(units, coverage, policy, extra)
 
 
 def _score_pickapic(results: Sequence[SampleResult], ctx: MetricContext, grouped: bool) -> Tally:
@@ -103,7 +110,17 @@ def _collect(results: Sequence[SampleResult], policy: str, grouped: bool) -> tup
             members.setdefault(key, []).append(unit)
     # A group is its own cluster; a lone comparison is clustered by its sample, so both orders move together.
     blocks = [_block(key if grouped else results[group[0].index].sample_id, group) for key, group in members.items()]
+    if grouped:
+        present = Counter(_group_of(r) for r in results)  # label-skipped rows count: they are in the data
+        blocks = [dataclasses.replace(b, complete=_complete(b, results, present)) for b in blocks]
     return ledger, blocks
+
+
+def _complete(block: _Block, results: Sequence[SampleResult], present: Counter[str]) -> bool:
+    """Whether a group's rows are all there (the official group scorers count a short group wrong, e.g. one cut
+    by --limit or a partial copy); groups of unknown size pass."""
+    expected = results[block.units[0].index].meta.get("group_size")
+    return expected is None or present[block.cluster] >= int(expected)
 
 
 def _group_of(result: SampleResult) -> str:
@@ -118,6 +135,8 @@ def _block(cluster: str, units: Sequence[PairUnit]) -> _Block:
 def _counted(block: _Block, policy: str, epsilon: float, threshold: float, grouped: bool) -> Unit:
     if block.failure is not None:
         return Unit(block.cluster, None)
+    if not block.complete:
+        return Unit(block.cluster, 0.0)
     return Unit(block.cluster, _credit(block.units, policy, epsilon, threshold, grouped))
 
 

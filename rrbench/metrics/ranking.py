@@ -20,7 +20,7 @@ from rrbench.types import FailureKind, SampleResult, Trial
 PerTrial = Callable[[np.ndarray, np.ndarray], float]  # (human merit, model scores) -> value of one trial
 
 
-@metric("inversion", description="HPD: 1 - discordant/ordered pairs per sample, averaged; model ties not discordant")
+@metric("inversion", description="HPD: 1 - discordant/all pairs per sample, averaged; model ties not discordant")
 def inversion(results: Sequence[SampleResult], ctx: MetricContext) -> Tally:
     return _per_sample(results, inversion_score)
 
@@ -79,11 +79,11 @@ def _upper(matrix: np.ndarray) -> np.ndarray:
 
 
 def inversion_score(human: np.ndarray, model: np.ndarray) -> float:
-    """1 - discordant / strictly ordered human pairs; a model tie is not discordant (HPDv2's definition)."""
+    """1 - discordant / all K(K-1)/2 pairs, as HPSv2's evaluation code divides (human-tied pairs included, so
+    they count as agreed); a model tie is not discordant."""
     h, m = _upper(_signs(human)), _upper(_signs(model))
-    ordered = h != 0
-    discordant = np.count_nonzero(ordered & (h * m < 0))
-    return 1.0 - float(discordant) / float(np.count_nonzero(ordered))
+    discordant = np.count_nonzero(h * m < 0)
+    return 1.0 - float(discordant) / float(h.size)
 
 
 def kendall_tau_b(human: np.ndarray, model: np.ndarray) -> float:
