@@ -8,6 +8,7 @@ image cells stay encoded bytes until a model decodes them, so memory does not gr
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -96,6 +97,10 @@ def _split_files(folder: Path, source: Source) -> tuple[Path, ...]:
                         f"({source.config or 'data'}/{source.split}-*.parquet)")
     if source.config:
         in_config = [p for p in parquet if source.config in p.relative_to(folder).parts[:-1]]
+        nested = any(len(p.relative_to(folder).parts) > 1 for p in parquet)
+        if not in_config and nested:  # other configs' folders only: never read one config as another
+            folders = sorted({p.relative_to(folder).parts[0] for p in parquet})
+            raise UserError(f"config {source.config!r} not found under {folder} (found: {', '.join(folders)})")
         parquet = in_config or parquet
     chosen = [p for p in parquet if _is_split(p, source.split)]
     if not chosen:
@@ -140,7 +145,10 @@ def _count(files: Sequence[Path]) -> int | None:
 def _parquet_rows(file: Path) -> Iterator[dict[str, Any]]:
     pq = require("pyarrow.parquet", "datasets")
     try:
-        reader = pq.ParquetFile(file)
+        # pyarrow's default pre_buffer=True keeps every byte range it has read until the file is closed, so memory
+        # grew with the file (4.2 GB peak for 5,000 pairs at 512x512, bench/data_memory.py); a buffered stream
+        # reads each column chunk in 1 MiB pieces and lets a row group go once it is consumed.
+        reader = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20)
         for batch in reader.iter_batches(batch_size=BATCH_ROWS):
             yield from batch.to_pylist()
     except OSError as exc:
@@ -176,7 +184,17 @@ def media(value: Any, root: Path, what: str) -> Media:
     if isinstance(value, str) and value:
         path = Path(value)
         return Media.from_path(path if path.is_absolute() else root / path)
-    raise DataError(f"{what}: no image (got {type(value).__name__})")
+    return missing(f"missing/{what}", f"{what}: no image (got {type(value).__name__})")
+
+
+def missing(key: str, message: str) -> Media:
+    """An image that is not there: it fails with ``message`` when a model reads it, so the sample is recorded as a
+    data failure and the run goes on (a recipe needs no bytes for its key)."""
+    return Media.from_recipe(key, functools.partial(_raise, message))
+
+
+def _raise(message: str) -> bytes:
+    raise DataError(message)
 
 
 def column(row: dict[str, Any], name: str, source: Source) -> Any:

@@ -69,13 +69,19 @@ plugin_errors: list[str] = []
 def _register(kind: Kind, name: str, description: str, extra: str | None, info: Mapping[str, Any]) -> Callable[[F], F]:
     def decorator(factory: F) -> F:
         existing = _REGISTRY[kind].get(name)
-        if existing is not None and existing.factory.__qualname__ != factory.__qualname__:
+        # The same definition imported twice (by module name and by file path) is fine; two definitions are not.
+        if existing is not None and _origin(existing.factory) != _origin(factory):
             raise ValueError(f"{kind} '{name}' is registered twice ({existing.module} and {factory.__module__})")
         doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
         _REGISTRY[kind][name] = Entry(kind, name, factory, doc, extra, dict(info))
         return factory
 
     return decorator
+
+
+def _origin(factory: Callable[..., Any]) -> tuple[str, str]:
+    code = getattr(factory, "__code__", None)
+    return factory.__qualname__, code.co_filename if code is not None else factory.__module__
 
 
 def task(name: str, *, description: str = "", **info: Any) -> Callable[[F], F]:

@@ -55,7 +55,6 @@ from typing import Any
 from rrbench.hubdata import Rows, Source, column, media, open_rows
 from rrbench.registry import require, task
 from rrbench.types import (
-    DataError,
     Label,
     LabelKind,
     Media,
@@ -247,18 +246,10 @@ def group_of(sample_id: str) -> str:
 # --------------------------------------------------------------------------------------------------- samples
 
 
-def _fail(message: str) -> bytes:
-    raise DataError(message)
-
 
 def _image(row: dict[str, Any], name: str, root: Path, sample_id: str) -> Media:
-    """The cell's image; a missing one becomes an image that fails when a model reads it, so the sample is
-    recorded as a data failure instead of stopping the run."""
-    value = column(row, name, _SOURCE)
-    try:
-        return media(value, root, f"{DATASET} {sample_id} {name}")
-    except DataError as exc:
-        return Media.from_recipe(f"editreward-bench/missing/{sample_id}/{name}", functools.partial(_fail, str(exc)))
+    """The cell's image; a missing one fails only when a model reads it (that sample's data failure)."""
+    return media(column(row, name, _SOURCE), root, f"{DATASET} {sample_id} {name}")
 
 
 def _meta(row: dict[str, Any], sample_id: str, has_id: bool, k: int) -> dict[str, Any]:

@@ -35,7 +35,6 @@ Differences from the official code, kept on purpose and documented in docs/tasks
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import tarfile
@@ -43,9 +42,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rrbench.hubdata import Rows, Source, column, open_rows
+from rrbench.hubdata import Rows, Source, column, missing, open_rows
 from rrbench.registry import task
-from rrbench.types import DataError, Label, LabelKind, Media, Protocol, Sample, Task, TaskInfo, TaskKind, UserError
+from rrbench.types import Label, LabelKind, Media, Protocol, Sample, Task, TaskInfo, TaskKind, UserError
 
 VERSION = "1"
 
@@ -212,14 +211,8 @@ def _image(base: Path, relative: str) -> Media:
     for sub in _SUBFOLDERS:
         if (base / sub / relative).is_file():
             return Media.from_path(base / sub / relative)
-    # Missing: an image that fails when read (a recipe needs no bytes for its key), so the sample is recorded as a
-    # DATA failure and the run goes on.
-    message = f"image {relative} not found under {base}"
-    return Media.from_recipe(f"missing/{base / relative}", functools.partial(_fail, message))
+    return missing(f"missing/{base / relative}", f"image {relative} not found under {base}")
 
-
-def _fail(message: str) -> bytes:
-    raise DataError(message)
 
 
 def _check_first_image(rows: Rows, field: str, base: Path, source: Source, hint: str) -> None:

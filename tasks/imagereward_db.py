@@ -20,15 +20,14 @@ images under ``test_images/`` next to it (or next to test.json itself).
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rrbench.hubdata import Rows, Source, column, open_rows
+from rrbench.hubdata import Rows, Source, column, missing, open_rows
 from rrbench.registry import task
-from rrbench.types import DataError, Label, LabelKind, Media, Protocol, Sample, Task, TaskInfo, TaskKind, UserError
+from rrbench.types import Label, LabelKind, Media, Protocol, Sample, Task, TaskInfo, TaskKind, UserError
 
 VERSION = "1"
 REPO = "THUDM/ImageReward"
@@ -114,9 +113,5 @@ def _image(folder: Path, relative: str) -> Media:
     path = folder / relative
     if path.is_file():
         return Media.from_path(path)
-    # Missing: an image that fails when read (a recipe needs no bytes for its key): one sample's DATA failure.
-    return Media.from_recipe(f"imagereward-db/missing/{relative}", functools.partial(_fail, f"no image {path}"))
+    return missing(f"imagereward-db/missing/{relative}", f"no image {path}")
 
-
-def _fail(message: str) -> bytes:
-    raise DataError(message)

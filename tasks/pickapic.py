@@ -26,7 +26,6 @@ read any other ``label_0`` as "image 1"); no commit sha of the dataset could be 
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from typing import Any
 from rrbench.hubdata import Source, column, media, open_rows
 from rrbench.metrics.pairs import PICKAPIC_THRESHOLDS
 from rrbench.registry import task
-from rrbench.types import DataError, Label, LabelKind, Media, Protocol, Sample, Task, TaskInfo, TaskKind, UserError
+from rrbench.types import Label, LabelKind, Media, Protocol, Sample, Task, TaskInfo, TaskKind, UserError
 
 VERSION = "1"
 DATASET = "yuvalkirstain/pickapic_v2"
@@ -118,16 +117,9 @@ def _sample(split: str, row: dict[str, Any], root: Path, source: Source) -> Samp
 
 
 def _image(cell: Any, root: Path, what: str) -> Media:
-    """The cell's image; an empty cell becomes an image that fails when read: that sample's DATA failure, and the
-    run goes on."""
-    try:
-        return media(cell, root, what)
-    except DataError as exc:
-        return Media.from_recipe(f"pickapic-v2/missing/{what}", functools.partial(_fail, str(exc)))
+    """The cell's image; an empty cell fails only when a model reads it (that sample's data failure)."""
+    return media(cell, root, what)
 
-
-def _fail(message: str) -> bytes:
-    raise DataError(message)
 
 
 def pickapic_label(label_0: Any, label_1: Any) -> Label:

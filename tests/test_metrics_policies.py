@@ -52,7 +52,10 @@ CREDIT_TABLE = [
     (TIE, _v("both_bad"), (1, None, 1, 1, 1, None)),
     (GOOD, _v("tie"), (1, None, 1, 1, 1, None)),
     (GOOD, _v("both_bad"), (1, None, 0, 1, 1, None)),
-    (BAD, Prediction((0.5, 0.5)), (1, None, 1, 1, 1, None)),
+    # genai-4way: a score tie at or above the tie split (here the default 0) reads as both good
+    (BAD, Prediction((0.5, 0.5)), (1, None, 0, 1, 1, None)),
+    (GOOD, Prediction((0.5, 0.5)), (1, None, 1, 1, 1, None)),
+    (BAD, Prediction((-0.5, -0.5)), (1, None, 1, 1, 1, None)),
     (BAD, _v("A"), (0, None, 0, 0, 0.5, None)),
     (Label.unknown("?"), Prediction((0.9, 0.1)), (None,) * 6),
     (Label(LabelKind.RANKING, ranks=(1, 2, 3)), Prediction((0.9, 0.1, 0.5)), (None,) * 6),

@@ -20,12 +20,14 @@ from rrbench.types import FailureKind, Label, LabelKind, Prediction, SampleResul
 PairClass: TypeAlias = int | str
 
 TIE = "tie"
+BOTH_GOOD, BOTH_BAD = "both_good", "both_bad"
 TIE_KINDS = frozenset({"tie", "both_good", "both_bad"})
 
 TIE_POLICIES: dict[str, str] = {
     "exact": "3-class exact match (A / B / tie); every tie kind, human or predicted, is the one class 'tie'",
     "ties-excluded": "human ties skipped (label-skipped); a predicted tie is wrong",
-    "genai-4way": "GenAI-Bench official 4 classes (A, B, both good, both bad); a generic predicted tie fits either",
+    "genai-4way": "GenAI-Bench official 4 classes (A, B, both good, both bad); a bare [[A=B]] fits either; a score "
+                  "tie is both good at or above the tie split (options or the run's median score), else both bad",
     "tie-calibrated": "Deutsch et al. 2023: tie when |s0 - s1| <= epsilon, epsilon swept for the best 3-class accuracy",
     "pickapic": "Pick-a-Pic v2 official: tie when |p0 - p1| <= t, half credit for a half-tie, t chosen on validation",
     "imagereward": "ImageRewardDB: only pairs with a strict human order; a model tie is wrong",
@@ -105,6 +107,9 @@ def policy_class(pred: Prediction, policy: str, epsilon: float = 0.0, threshold:
         return TIE if abs(scores[0] - scores[1]) <= epsilon else _order(*scores)
     if policy == "pickapic" and scores is not None:
         return TIE if prob_gap(*scores) <= threshold else _order(*scores)
+    if policy == "genai-4way" and pred.verdict is None and scores is not None and scores[0] == scores[1]:
+        # A score judge cannot say "both good" or "both bad": its tie is split by the tie-split score.
+        return BOTH_GOOD if scores[0] >= threshold else BOTH_BAD
     return predicted_class(pred)
 
 

@@ -7,6 +7,8 @@ or scores are equal), which is what the ``imagereward`` policy asks for on Image
 from __future__ import annotations
 
 import dataclasses
+import math
+import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,9 +67,28 @@ def _score(results: Sequence[SampleResult], ctx: MetricContext, *, grouped: bool
         grid = ctx.options.get("epsilon_grid")
         epsilon = best_epsilon([b.units for b in blocks if b.failure is None], grid)
         extra["epsilon"] = epsilon
-    units = tuple(_counted(b, policy, epsilon, 0.0, grouped) for b in blocks)
+    threshold = 0.0
+    if policy == "genai-4way":
+        threshold, extra["tie_split_from"] = _tie_split([b.units for b in blocks], ctx)
+        extra["tie_split"] = threshold
+    units = tuple(_counted(b, policy, epsilon, threshold, grouped) for b in blocks)
     coverage = dataclasses.replace(ledger.coverage(), n_total=len(results))
     return Tally(units, coverage, policy, extra)
+
+
+def _tie_split(blocks: Sequence[Sequence[PairUnit]], ctx: MetricContext) -> tuple[float, str]:
+    """The score at which a score judge's tie becomes "both good" rather than "both bad" (GenAI-Bench 4-way).
+
+    ``options["tie_split"]`` when the protocol fixes one; otherwise the median of every candidate score the
+    judge gave in this run, which needs no knowledge of the judge's scale (a constant judge's ties then all
+    read as "both good", so it scores like a random guess between the two tie kinds, not as if it knew both).
+    """
+    if ctx.options.get("tie_split") is not None:
+        return float(ctx.options["tie_split"]), "options"
+    scores = [s for units in blocks for u in units
+              if u.failure is None and u.prediction is not None and u.prediction.verdict is None
+              for s in u.prediction.scores if s is not None and math.isfinite(s)]
+    return (float(statistics.median(scores)), "median of scores") if scores else (0.0, "no scores")
 
 
 def _score_pickapic(results: Sequence[SampleResult], ctx: MetricContext, grouped: bool) -> Tally:
