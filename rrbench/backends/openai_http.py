@@ -111,7 +111,9 @@ class OpenAIHTTPBackend(Backend):
     async def start(self) -> None:
         if self._client is None:
             httpx = require("httpx", "api")
-            limits = httpx.Limits(max_connections=self.limit.maximum * 2, max_keepalive_connections=self.limit.maximum)
+            # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under us mid-request.
+            limits = httpx.Limits(max_connections=self.limit.maximum * 2, max_keepalive_connections=self.limit.maximum,
+                                  keepalive_expiry=4.0)
             self._client = httpx.AsyncClient(headers=self._headers(), timeout=self.timeout_s, limits=limits)
 
     async def close(self) -> None:
@@ -131,7 +133,8 @@ class OpenAIHTTPBackend(Backend):
                 return completion
             except BackendError as exc:
                 transient = exc.kind in RETRYABLE and getattr(exc, "transient", True)
-                overloaded = transient and exc.kind in (FailureKind.RATE_LIMITED, FailureKind.HTTP)
+                # Only the server saying so (429, 5xx) is overload; a dropped keep-alive connection is not.
+                overloaded = transient and (exc.kind is FailureKind.RATE_LIMITED or getattr(exc, "status", 0) >= 500)
                 await self.limit.feedback(overloaded=overloaded)
                 if not transient or attempt >= self.max_retries:
                     raise
@@ -168,6 +171,7 @@ class OpenAIHTTPBackend(Backend):
             raise error
         if response.status_code >= 400:
             error = BackendError(FailureKind.HTTP, f"{url}: HTTP {response.status_code}: {response.text[:300]}")
+            error.status = response.status_code  # type: ignore[attr-defined]
             # A 4xx (prompt too long, bad request) fails again identically: only 408 and 5xx are worth a retry.
             error.transient = response.status_code >= 500 or response.status_code == 408  # type: ignore[attr-defined]
             # 503 may say when to come back, as 429 does
