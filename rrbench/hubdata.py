@@ -70,6 +70,11 @@ def open_rows(source: Source, data: Path | None) -> Rows:
     return Rows(files=files, root=root, size=_count(files), origin=origin)
 
 
+# Hub snapshots read in this process: dataset id -> the commit actually read (a pin, or whatever the cache held).
+# The runner records them in run.json, so a run without a pinned revision still says which data it scored.
+SNAPSHOTS: dict[str, dict[str, str | None]] = {}
+
+
 def _snapshot(source: Source) -> Path:
     hub = require("huggingface_hub", "datasets")
     patterns = list(source.files) or ["*.parquet", "**/*.parquet", "*.json", "*.jsonl", "**/*.json*"]
@@ -80,6 +85,7 @@ def _snapshot(source: Source) -> Path:
     except Exception as exc:  # offline, not cached, no such repo or revision: all fixed the same way
         raise UserError(f"cannot get dataset {source.dataset} ({type(exc).__name__}); "
                         f"fetch it once: {source.fetch_hint()}") from None
+    SNAPSHOTS[source.dataset] = {"requested": source.revision, "commit": Path(path).name}
     return Path(path)
 
 

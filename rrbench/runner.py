@@ -331,6 +331,10 @@ class Runner:
         results = load_results(self.run_dir.path)
         record.update(summarize(results, self.protocol, self.spec.seed, self._total()))
         record["status"] = status if status != "complete" or record["counts"]["missing"] == 0 else "incomplete"
+        from rrbench.hubdata import SNAPSHOTS
+
+        if SNAPSHOTS:  # which hub commit each dataset was read at (the --data path is in the spec)
+            record["data_snapshots"] = dict(SNAPSHOTS)
         # What only a started model knows (engine, server log, load time) joins the description at the end.
         record["model"].update({k: v for k, v in self.model.describe().items() if v not in ({}, None)})
         record["updated_at"] = now_iso()

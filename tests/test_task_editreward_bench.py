@@ -331,6 +331,8 @@ def test_hub_snapshot_at_the_pinned_revision_offline(tmp_path: Path, env: dict[s
     assert done.returncode == 0, done.stderr
     record = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
     assert record["spec"]["data"] is None and record["counts"]["expected"] == 15
+    # run.json says which commit of the hub dataset was read
+    assert record["data_snapshots"] == {"TIGER-Lab/EditReward-Bench": {"requested": REVISION, "commit": REVISION}}
     assert values(record, "group-accuracy") == pytest.approx((3 / 4, 3 / 5))  # as in test_k3_group_all_correct
     missing = rrbench("run", "--task", "editreward-bench", "--model", "er-brightness", "--quiet",
                       "--output", str(tmp_path / "runs2"), env=offline, cwd=tmp_path)
