@@ -55,6 +55,14 @@ def tiny_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_text(tmp_path_factory.mktemp("tiny-qwen3"))
 
 
+@pytest.fixture
+def own_copy(tiny_text: Path, tmp_path: Path) -> Path:
+    """The model in a folder of its own, so the servers a test starts are told apart from the module's server."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_text, tmp_path / "model"))
+
+
 @pytest.fixture(scope="module")
 def vllm_url(vllm_python: str, vllm_env: dict[str, str], tiny_text: Path,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -156,7 +164,7 @@ def test_in_process_engine_matches_the_server(vllm_python: str, vllm_env: dict[s
     assert all(finish == "length" and usage["completion_tokens"] == 6 for _, finish, usage in in_process)
 
 
-def test_managed_server_runs_logs_and_stops(vllm_python: str, vllm_env: dict[str, str], tiny_text: Path,
+def test_managed_server_runs_logs_and_stops(vllm_python: str, vllm_env: dict[str, str], own_copy: Path,
                                             tmp_path: Path, cli_env: dict[str, str]) -> None:
     """`-M serve=true`: rrbench starts vLLM, logs it into the run directory, and stops it when the run ends.
 
@@ -166,7 +174,7 @@ def test_managed_server_runs_logs_and_stops(vllm_python: str, vllm_env: dict[str
     env = {**cli_env, **{k: vllm_env[k] for k in ("VLLM_CPU_KVCACHE_SPACE", "HF_HUB_OFFLINE")},
            "RRBENCH_VLLM_PYTHON": vllm_python}
     done = rrbench("run", "--task", "sanity", "-T", "n=3", "--model", "rationalrewards-8b",
-                   "-M", f"path={tiny_text}", "-M", "serve=true", "-M", "max_model_len=1024",
+                   "-M", f"path={own_copy}", "-M", "serve=true", "-M", "max_model_len=1024",
                    "-M", "images_per_prompt=2", "-M", "vllm_args=--enforce-eager", "-M", "max_tokens=8",
                    "--quiet", "--output", str(tmp_path / "runs"), env=env, cwd=tmp_path, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -177,25 +185,25 @@ def test_managed_server_runs_logs_and_stops(vllm_python: str, vllm_env: dict[str
     log = (run_dir / LOG_NAME).read_text()
     assert "vllm.entrypoints.openai.api_server" in log.splitlines()[0] and "--enforce-eager" in log
     assert record["counts"]["failed_by_kind"] == {"http": 3}
-    assert not _processes_using(tiny_text), "the vLLM server outlived the run"
+    assert not _processes_using(own_copy), "the vLLM server outlived the run"
 
 
-def test_ctrl_c_while_the_server_starts_stops_it(vllm_python: str, vllm_env: dict[str, str], tiny_text: Path,
+def test_ctrl_c_while_the_server_starts_stops_it(vllm_python: str, vllm_env: dict[str, str], own_copy: Path,
                                                  tmp_path: Path, cli_env: dict[str, str]) -> None:
     env = {**cli_env, "VLLM_CPU_KVCACHE_SPACE": "1", "RRBENCH_VLLM_PYTHON": vllm_python}
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "rrbench.cli", "run", "--task", "sanity", "-T", "n=2",
-                             "--model", "rationalrewards-8b", "-M", f"path={tiny_text}", "-M", "serve=true",
+                             "--model", "rationalrewards-8b", "-M", f"path={own_copy}", "-M", "serve=true",
                              "-M", "vllm_args=--enforce-eager", "--quiet", "--output", str(runs)],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not list(runs.glob(f"*/{LOG_NAME}")) or not _processes_using(tiny_text):
+    while not list(runs.glob(f"*/{LOG_NAME}")) or not _processes_using(own_copy):
         assert time.monotonic() < deadline and proc.poll() is None, "the server was never started"
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert not _processes_using(tiny_text), "the vLLM server outlived Ctrl-C"
+    assert not _processes_using(own_copy), "the vLLM server outlived Ctrl-C"
 
 
 def test_a_server_that_cannot_start_is_one_clear_error(vllm_python: str, tmp_path: Path,

@@ -13,7 +13,7 @@ import pytest
 
 from rrbench.backends._base import Completion
 from rrbench.models._vlm import VLMJudge
-from rrbench.types import FailureKind, Media, Query, Verdict
+from rrbench.types import FailureKind, Media, Query, UserError, Verdict
 from tests.conftest import rrbench
 
 
@@ -35,11 +35,12 @@ def _check_run(out: Path, n: int) -> dict:
 
 @pytest.mark.slow
 def test_rationalrewards_in_process_runs_end_to_end(tmp_path: Path, cli_env: dict[str, str], tiny_vlm: Path) -> None:
+    # engine=transformers: with vLLM installed (or RRBENCH_VLLM_PYTHON set), auto would start a vLLM server
     done = rrbench("run", "--task", "sanity", "--model", "rationalrewards-8b", "-M", f"path={tiny_vlm}",
-                   "-M", "max_tokens=48", "-T", "n=6", "--quiet", "--output", str(tmp_path / "runs"),
-                   env=cli_env, cwd=tmp_path, timeout=300)
+                   "-M", "engine=transformers", "-M", "max_tokens=48", "-T", "n=6", "--quiet",
+                   "--output", str(tmp_path / "runs"), env=cli_env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
-    _check_run(tmp_path / "runs", 6)
+    assert _check_run(tmp_path / "runs", 6)["model"]["engine"] == "transformers"
 
 
 @pytest.mark.slow
@@ -109,3 +110,21 @@ def test_generic_judge_in_verdict_mode_over_http(
     record = json.loads((run_dir / "run.json").read_text())
     assert record["counts"]["recorded"] == 4
     assert set(record["counts"]["failed_by_kind"]) <= {"parse", "truncated"}
+
+
+def test_auto_engine_follows_what_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rrbench.models._vlm import EngineOptions
+
+    monkeypatch.delenv("RRBENCH_VLLM_PYTHON", raising=False)
+    import importlib.util
+
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    assert EngineOptions().resolve(has_base_url=True) == "http"
+    assert EngineOptions().resolve(has_base_url=False) == ("vllm-serve" if has_vllm else "transformers")
+    monkeypatch.setenv("RRBENCH_VLLM_PYTHON", "/opt/vllm/bin/python")
+    assert EngineOptions().resolve(has_base_url=False) == "vllm-serve"
+    assert EngineOptions(serve=False).resolve(has_base_url=False) == "transformers"
+    with pytest.raises(UserError, match="contradicts"):
+        EngineOptions(serve=True, engine="vllm").resolve(has_base_url=False)
+    with pytest.raises(UserError, match="needs --base-url"):
+        EngineOptions(engine="http").resolve(has_base_url=False)
