@@ -108,6 +108,9 @@ class Runner:
             # Recorded as resolved, so run.json says how the model was actually asked.
             protocol = dataclasses.replace(protocol, mode=pairwise.resolve_mode("auto", self.model, 2))
         self.protocol = protocol
+        from rrbench.hubdata import SNAPSHOTS
+
+        SNAPSHOTS.clear()  # one process may run several tasks in turn: record only this run's datasets
         self._size = self.task.size_of(Path(self.spec.data) if self.spec.data else None)
 
     # ------------------------------------------------------------------------------------------------ top level
