@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -108,11 +107,9 @@ def test_creating_thousands_of_samples_renders_nothing(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(sanity_module, "render", counting_render)
     monkeypatch.setattr(sanity_module, "_load_photo", counting_load)
-    start = time.perf_counter()
     samples = _samples(n=2000, size=512)
-    elapsed = time.perf_counter() - start
-    assert len(samples) == 2000 and elapsed < 0.5
-    assert calls == {}
+    assert len(samples) == 2000
+    assert calls == {}  # what makes creating samples cheap: nothing is rendered or loaded (no timing asserted)
     assert all(m.recipe and m.data is None for s in samples for m in s.candidates)
     samples[0].candidates[0].read_bytes()  # the counter does see a real render
     assert calls["render"] == 1
