@@ -28,22 +28,21 @@ from rrbench.models import _clip, hpsv2
 
 # PickScore_v1's config.json (a CLIP ViT-H/14): vision 1280 wide, 32 layers, 16 heads, MLP 5120, patch 14, 224 px;
 # text 1024 wide, 24 layers, 16 heads, MLP 4096, 77 positions; projection 1024.
+BOS, EOS = 49406, 49407
 VISION = dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120, patch_size=14,
               image_size=224, hidden_act="gelu")
 TEXT = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-            max_position_embeddings=77, vocab_size=49408, hidden_act="gelu", bos_token_id=49406, eos_token_id=49407,
+            max_position_embeddings=77, vocab_size=49408, hidden_act="gelu", bos_token_id=BOS, eos_token_id=EOS,
             pad_token_id=1)
 
 
 class Tokens:
     """Stands in for the CLIP tokenizer: 20-token prompts (the benchmark prompts' typical length), ending in EOS."""
 
-    eos = TEXT["eos_token_id"]
-
     def __call__(self, prompts: list[str], **_: Any) -> dict[str, torch.Tensor]:
         seeds = [torch.Generator().manual_seed(zlib.crc32(p.encode())) for p in prompts]
         ids = torch.stack([torch.randint(0, 49000, (20,), generator=g) for g in seeds])
-        ids[:, 0], ids[:, -1] = TEXT["bos_token_id"], self.eos
+        ids[:, 0], ids[:, -1] = BOS, EOS
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
