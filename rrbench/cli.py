@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rescore(sub)
     _add_compare(sub)
     _add_doctor(sub)
+    _add_leaderboard(sub)
+    _add_report(sub)
     return parser
 
 
@@ -131,6 +133,51 @@ def _add_doctor(sub: Any) -> None:
     p.add_argument("-M", dest="model_args", action="append", metavar="KEY=VALUE", help="model argument (repeatable)")
     p.add_argument("--base-url", dest="base_urls", action="append", metavar="URL", help="endpoint to check")
     p.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key")
+
+
+LEADERBOARD_EPILOG = """\
+examples:
+  rrbench leaderboard                               every run under runs/, into leaderboards/
+  rrbench leaderboard runs/ other-runs/sanity__x__1a2b3c4d5e --out /tmp/lb --format md,csv
+  rrbench leaderboard --reported none               measured numbers only
+
+Only complete runs count; for each (task, task version, spec) the latest one wins. A column never mixes task
+versions, and a measured and a reported number of different protocols never share a cell. Reported numbers come
+from leaderboards/reported.json (one entry per published number, with its source and protocol).
+"""
+
+
+def _add_leaderboard(sub: Any) -> None:
+    p = sub.add_parser(
+        "leaderboard",
+        help="tables (md, csv, tex, html, json) and plots from run directories, beside the published numbers",
+        description="Build the preference leaderboard (the RationalRewards paper's Table 1 layout) and one table "
+                    "per task from run directories only.",
+        epilog=LEADERBOARD_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="*", help="run directories or folders holding them (default: runs/)")
+    p.add_argument("--out", default="leaderboards", help="output folder (default: leaderboards/)")
+    p.add_argument("--format", dest="formats", default="md,csv,tex,html,json",
+                   help="comma-separated subset of md,csv,tex,html,json (default: all)")
+    p.add_argument("--reported", default=None,
+                   help="JSON file of published numbers (default: <out>/reported.json if present; 'none' to omit)")
+    p.add_argument("--no-plots", action="store_true", help="tables only (plots need matplotlib: rrbench[plots])")
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="a self-contained HTML page of one run: metrics, coverage, per-sample cards with filters",
+        description="Write one static HTML file (images inlined, no network resources) showing a run's metrics and "
+                    "coverage, then one card per sample: prompt, source image, candidate thumbnails, human label, "
+                    "verdict, per-aspect scores, rationale and refined prompt, with filters and search.",
+    )
+    p.add_argument("run_dir", help="a run directory (holds run.json and samples.jsonl)")
+    p.add_argument("--out", help="output file (default: RUN_DIR/report.html)")
+    p.add_argument("--data", help="where the task's images are, if not where the run read them (its --data)")
+    p.add_argument("--limit", type=int, help="at most N sample cards (default: all)")
+    p.add_argument("--thumb", type=int, default=256, help="thumbnail size in pixels, longest side (default 256)")
 
 
 # ---------------------------------------------------------------------------------------------------- commands
@@ -291,9 +338,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from rrbench.leaderboard import build
+
+    return build.main(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rrbench.leaderboard.report import write_report
+
+    out = write_report(Path(args.run_dir), Path(args.out) if args.out else None, data=args.data,
+                       limit=args.limit, thumb=args.thumb)
+    print(f"report: {out}")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare,
-    "doctor": cmd_doctor,
+    "doctor": cmd_doctor, "leaderboard": cmd_leaderboard, "report": cmd_report,
 }
 
 
