@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Regenerate leaderboards/ from what runs offline: the embedded `sanity` task (t2i and edit variants) with the
+# weight-free baselines, plus `--order both` runs that show position bias. Runs go to a temporary folder with no
+# response cache, so the output depends only on the code. Usage: bash scripts/regenerate-leaderboards.sh [OUT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-leaderboards}
+runs=$(mktemp -d)
+trap 'rm -rf "$runs"' EXIT
+baselines=classical-iqa,random,constant,always-first
+for variant in t2i edit; do
+  rrbench run --task sanity -T variant=$variant --model $baselines --output "$runs" --no-cache --quiet >/dev/null
+  rrbench run --task sanity -T variant=$variant --model classical-iqa,always-first --order both \
+    --output "$runs" --no-cache --quiet >/dev/null
+done
+rrbench leaderboard "$runs" --out "$out"
