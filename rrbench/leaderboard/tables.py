@@ -32,7 +32,7 @@ PUBLISHED = "published"  # a reported number's column: its failure handling is t
 FAILURE_TITLES = {"excluded": "failures excluded", "wrong": "failures as wrong", PUBLISHED: "as published"}
 
 # The paper's Table 1: (title, task, task arguments, metric). EditReward-Bench there is the K=2 subset.
-TABLE1 = (
+TABLE1: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("MMRB2 T2I", "mmrb2-t2i", {}, "accuracy"),
     ("MMRB2 Edit", "mmrb2-edit", {}, "accuracy"),
     ("EditReward-Bench", "editreward-bench", {"k": 2}, "accuracy"),
@@ -251,7 +251,8 @@ def preference_table(entries: Sequence[RunEntry], reported: Sequence[Reported]) 
     """Rows = judges, columns = the paper's Table 1 benchmarks (one column per task version present)."""
     columns = _table1_columns(entries, reported)
     by_setting = {c.setting: c for c in columns}
-    rows, sources, notes, dup = _Rows(), _Footnotes(), _Footnotes(), []
+    rows, sources, notes = _Rows(), _Footnotes(), _Footnotes()
+    dup: list[str] = []
     for entry in entries:
         column = by_setting.get(entry_setting(entry))
         cell = measured_cell(entry, column.metric, "excluded") if column else None
@@ -308,7 +309,8 @@ def _task_table(setting: Setting, entries: Sequence[RunEntry], reported: Sequenc
     metrics = _metric_order(entries, items)
     policies = ("excluded", "wrong", PUBLISHED) if items else ("excluded", "wrong")
     columns = [Column(f"{m}:{fp}", f"{m} ({FAILURE_TITLES[fp]})", setting, m, fp) for m in metrics for fp in policies]
-    rows, sources, notes, dup = _Rows(), _Footnotes(), _Footnotes(), []
+    rows, sources, notes = _Rows(), _Footnotes(), _Footnotes()
+    dup: list[str] = []
     for entry in entries:
         row = rows.get(judge_label(entry), MEASURED, measured_setting(entry), entry.model)
         counts = entry.record.get("counts") or {}
