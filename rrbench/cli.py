@@ -140,6 +140,7 @@ examples:
   rrbench leaderboard                               every run under runs/, into leaderboards/
   rrbench leaderboard runs/ other-runs/sanity__x__1a2b3c4d5e --out /tmp/lb --format md,csv
   rrbench leaderboard --reported none               measured numbers only
+  rrbench leaderboard --plots all                   also one aspect-score figure per critic run
 
 Only complete runs count; for each (task, task version, spec) the latest one wins. A column never mixes task
 versions, and a measured and a reported number of different protocols never share a cell. Reported numbers come
@@ -162,7 +163,10 @@ def _add_leaderboard(sub: Any) -> None:
                    help="comma-separated subset of md,csv,tex,html,json (default: all)")
     p.add_argument("--reported", default=None,
                    help="JSON file of published numbers (default: <out>/reported.json if present; 'none' to omit)")
-    p.add_argument("--no-plots", action="store_true", help="tables only (plots need matplotlib: rrbench[plots])")
+    p.add_argument("--plots", choices=("summary", "all", "none"), default="summary",
+                   help="summary (default): accuracy with CIs per task and position bias; all: also one aspect-score "
+                        "figure per critic run; none: tables only. Plots need matplotlib (rrbench[plots])")
+    p.add_argument("--no-plots", dest="plots", action="store_const", const="none", help="same as --plots none")
 
 
 def _add_report(sub: Any) -> None:

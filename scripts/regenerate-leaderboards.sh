@@ -13,4 +13,4 @@ for variant in t2i edit; do
   rrbench run --task sanity -T variant=$variant --model classical-iqa,always-first --order both \
     --output "$runs" --no-cache --quiet >/dev/null
 done
-rrbench leaderboard "$runs" --out "$out"
+rrbench leaderboard "$runs" --out "$out" --plots all

@@ -38,7 +38,9 @@ def main(args: argparse.Namespace) -> int:
     entries, skipped = read_entries(find_run_dirs(paths))
     chosen = latest(entries)
     tables = [preference_table(chosen, reported), *task_tables(chosen, reported)]
-    plots = [] if args.no_plots else _plots(chosen, out)
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_previous(out)  # before the plots are drawn: they keep their names from one build to the next
+    plots = [] if args.plots == "none" else _plots(chosen, out, args.plots == "all")
     written = write(tables, out, formats, plots)
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
@@ -65,15 +67,14 @@ def _reported(option: str | None, out: Path) -> list[Reported]:
     return load_reported(Path(option))
 
 
-def _plots(entries: Sequence[RunEntry], out: Path) -> list[Path]:
+def _plots(entries: Sequence[RunEntry], out: Path, aspects: bool) -> list[Path]:
     from rrbench.leaderboard import plots
 
-    return plots.write_plots([e.path for e in entries], out / "plots")
+    return plots.write_plots([e.path for e in entries], out / "plots", aspects=aspects)
 
 
 def write(tables: Sequence[Table], out: Path, formats: Sequence[str], plots: Sequence[Path]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    _remove_previous(out)
     written: list[Path] = []
     for table in tables:
         for fmt in formats:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -288,8 +289,10 @@ def _tagged(label: str, result: MetricResult, name_metric: bool, name_protocol: 
 # --------------------------------------------------------------------------------------------------- drawing
 
 
-def write_plots(runs: Sequence[Path], out_dir: Path) -> list[Path]:
+def write_plots(runs: Sequence[Path], out_dir: Path, aspects: bool = True) -> list[Path]:
     """Draw every plot the runs support into ``out_dir`` (PNG and SVG each); returns the files written.
+
+    ``aspects=False`` leaves out the per-run aspect figures, the one kind whose count grows with the runs.
 
     Plot files of an earlier build that this build does not write again are removed, so a regenerated folder
     never keeps a figure of a run that is no longer selected.
@@ -303,7 +306,7 @@ def write_plots(runs: Sequence[Path], out_dir: Path) -> list[Path]:
     for (task, version), points in _accuracy_points(refs, labels).items():
         stem = _safe(f"accuracy-{task}" + (f"-v{version}" if versions[task] > 1 else ""))
         written += _save(_draw_accuracy(task, version, points), out_dir, stem)
-    for stem, ref, counts in _critic_runs(refs):
+    for stem, ref, counts in _critic_runs(refs) if aspects else ():
         written += _save(_draw_aspects(ref, labels[ref.path], counts), out_dir, stem)
     biases = _bias_groups(refs, labels)
     if biases:
@@ -443,7 +446,7 @@ _BIAS_BARS = (("a_first", "agrees with humans, A shown first", "C0"),
 
 
 def _draw_position_bias(groups: Sequence[tuple[str, PositionBias]]) -> Figure:
-    fig = _figure(max(6.0, 2.4 * len(groups)), 4.6)
+    fig = _figure(max(6.0, 2.4 * len(groups)), 5.0)
     ax = fig.add_subplot()
     width = 0.8 / len(_BIAS_BARS)
     for k, (field_name, legend, colour) in enumerate(_BIAS_BARS):
@@ -452,7 +455,8 @@ def _draw_position_bias(groups: Sequence[tuple[str, PositionBias]]) -> Figure:
         bars = ax.bar(xs, [100 * (r.value or 0.0) for r in rates], width=width, color=colour, label=legend)
         ax.bar_label(bars, [f"{100 * r.value:.0f}\nn={r.n}" if r.value is not None else f"–\nn={r.n}"
                             for r in rates], fontsize=7)
-    ax.set_xticks(range(len(groups)), [name for name, _ in groups], fontsize=8)
+    # judge labels with their flags are long: wrapped to the group's width so neighbours never overlap
+    ax.set_xticks(range(len(groups)), ["\n".join(textwrap.wrap(name, 26)) for name, _ in groups], fontsize=8)
     ax.set_ylim(0, 118)
     ax.set_ylabel("% of samples (failed trials excluded)")
     ax.set_title("Position bias: runs judged in both orders (A = the dataset's first candidate)", fontsize=10)
