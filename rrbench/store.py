@@ -61,12 +61,20 @@ def iter_log(path: Path) -> Iterator[dict[str, Any]]:
         return
     with path.open("rb") as fh:
         for raw in fh:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                yield json.loads(raw)
-            except json.JSONDecodeError:
-                continue
+            obj = _parse_line(raw)
+            if obj is not None:
+                yield obj
+
+
+def _parse_line(raw: bytes) -> dict[str, Any] | None:
+    """One log record, or None for a torn line (no newline: killed mid-write) or one that is not a record."""
+    if not raw.endswith(b"\n"):
+        return None
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) and "id" in obj else None
 
 
 def load_results(run_dir: Path) -> list[SampleResult]:
@@ -84,6 +92,7 @@ class RunDir:
         self.path = path
         self._lock_fh: IO[str] | None = None
         self._log: IO[bytes] | None = None
+        self.log_unchanged = False  # set by prepare_resume: the log held exactly the finished samples
 
     @property
     def run_json(self) -> Path:
@@ -113,22 +122,35 @@ class RunDir:
             self._lock_fh.close()
             self._lock_fh = None
 
-    def prepare_resume(self) -> dict[str, SampleResult]:
-        """Keep the finished, successful samples; rewrite the log with exactly those, one line each."""
-        kept: dict[str, dict[str, Any]] = {}
-        for obj in iter_log(self.samples):
-            if obj.get("failure") is None:
-                kept[obj["id"]] = obj
-            else:
-                kept.pop(obj["id"], None)  # a later failure supersedes nothing finished; retry it
-        self._rewrite_log(kept.values())
-        return {sid: SampleResult.from_json(obj) for sid, obj in kept.items()}
+    def prepare_resume(self) -> set[str]:
+        """Keep the finished, successful samples (their ids are returned); the log is rewritten with exactly
+        those, one line each, unless it already is exactly that (``self.log_unchanged``), as after a finished
+        run: then resuming neither rewrites nor re-serialises anything."""
+        kept: dict[str, bytes] = {}
+        clean = True
+        if self.samples.exists():
+            with self.samples.open("rb") as fh:
+                for raw in fh:
+                    obj = _parse_line(raw)
+                    if obj is None:  # a torn or corrupt line: dropped
+                        clean = False
+                        continue
+                    sid = obj["id"]
+                    clean = clean and sid not in kept and obj.get("failure") is None
+                    if obj.get("failure") is None:
+                        kept[sid] = raw
+                    else:
+                        kept.pop(sid, None)  # a later failure supersedes nothing finished; retry it
+        self.log_unchanged = clean
+        if not clean:
+            self._rewrite_log(kept.values())
+        return set(kept)
 
-    def _rewrite_log(self, records: Any) -> None:
+    def _rewrite_log(self, lines: Any) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".samples.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            for obj in records:
-                fh.write(_dumps(obj))
+            for raw in lines:  # the original bytes: what was recorded is kept exactly
+                fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.samples)
