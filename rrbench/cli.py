@@ -10,7 +10,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rrbench import __version__, metrics, registry
 from rrbench.display import describe_run
@@ -32,8 +32,16 @@ directory. Responses are cached by model fingerprint and exact request (--cache,
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse prints its usage block above an error; rrbench's user errors are one line (usage is in --help).
+    Sub-command parsers inherit this class (argparse makes them with ``type(self)``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rrbench",
         description="Evaluate reward models for visual generation: preference benchmarks, judges, leaderboards.",
     )
@@ -365,7 +373,10 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed: the same exit code in-process
+        return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 0

@@ -138,6 +138,8 @@ class Runner:
         error: BaseException | None = None
         with self._signals():
             try:
+                if total == 0:
+                    raise UserError(self._no_samples())
                 if (total is None or len(done) < total) and await self._start_model():
                     new = await self._feed(dispatcher, done, progress)
                 status = "interrupted" if self._stop.is_set() else "complete"
@@ -172,6 +174,10 @@ class Runner:
             return False
         start.result()
         return True
+
+    def _no_samples(self) -> str:
+        where = f" in {self.spec.data}" if self.spec.data else ""
+        return f"task '{self.task.name}' has no samples{where}: an empty dataset (or split) gives no numbers"
 
     def _total(self) -> int | None:
         if self._size is None:
@@ -230,6 +236,8 @@ class Runner:
                 task.add_done_callback(lambda _: slots.release())
                 new += 1
                 await asyncio.sleep(0)  # let finished samples be written before loading the next one
+            if not seen and not self._stop.is_set():
+                raise UserError(self._no_samples())
             await self._drain(in_flight)
         finally:
             for task in in_flight:

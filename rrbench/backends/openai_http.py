@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
 import random
 import time
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -115,6 +117,17 @@ class OpenAIHTTPBackend(Backend):
             limits = httpx.Limits(max_connections=self.limit.maximum * 2, max_keepalive_connections=self.limit.maximum,
                                   keepalive_expiry=4.0)
             self._client = httpx.AsyncClient(headers=self._headers(), timeout=self.timeout_s, limits=limits)
+
+    async def check_reachable(self, timeout_s: float = 10.0) -> None:
+        """Fail before the first sample when nothing listens at a base URL (a typo, a server not started yet).
+
+        Only a TCP connection is opened, no request is sent: whatever accepts it is a server (errors it may answer
+        with are the run's to record), and neither an API's rate limit nor a test's fault proxy is consulted."""
+        reasons = await asyncio.gather(*(_tcp_probe(url, timeout_s) for url in self.base_urls))
+        dead = [f"{url} ({why})" for url, why in zip(self.base_urls, reasons, strict=True) if why]
+        if dead:
+            raise UserError(f"cannot reach {', '.join(dead)}: is the server running? "
+                            f"(`rrbench doctor --base-url URL` checks an endpoint)")
 
     async def close(self) -> None:
         if self._client is not None:
@@ -241,6 +254,22 @@ class OpenAIHTTPBackend(Backend):
         small.save(out, format="PNG")
         self.downscaled += 1
         return out.getvalue(), "image/png"
+
+
+async def _tcp_probe(url: str, timeout_s: float) -> str | None:
+    """None if something accepts a TCP connection at the URL's host and port, else why not."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), timeout_s)
+    except asyncio.TimeoutError:
+        return f"no answer in {timeout_s:g} s"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
 
 
 def _retry_after(value: str | None) -> float | None:

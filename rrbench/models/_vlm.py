@@ -212,8 +212,15 @@ class VLMJudge(RewardModel):
                              extra_args=o.vllm_args)
 
     async def astart(self, generation: str = "t2i") -> None:
-        # Resolving weights, loading them, or reading the API key fails here, before any sample, with the fix.
-        await self._backend(generation).start()
+        # Resolving weights, loading them, reading the API key, or a --base-url where nothing listens fails here,
+        # before any sample, with the fix.
+        backend = self._backend(generation)
+        await backend.start()
+        if self.engine == "http":
+            from rrbench.backends.openai_http import OpenAIHTTPBackend
+
+            assert isinstance(backend, OpenAIHTTPBackend)
+            await backend.check_reachable()
 
     async def aclose(self) -> None:
         for backend in self._backends.values():
