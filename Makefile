@@ -4,3 +4,11 @@ PY ?= python
 .PHONY: leaderboards
 leaderboards:  ## regenerate leaderboards/ from the offline sanity runs (tables, plots; reported.json is kept)
 	bash scripts/regenerate-leaderboards.sh leaderboards
+
+.PHONY: bench
+bench:  ## every performance figure in one table (bench/suite.py; about 10 minutes on 2 cores)
+	$(PY) bench/suite.py
+
+.PHONY: bench-quick
+bench-quick:  ## the same at smaller sizes: a smoke run
+	$(PY) bench/suite.py --quick

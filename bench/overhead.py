@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import resource
 import sys
 import tempfile
@@ -51,6 +52,7 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--cache", action="store_true", help="include the SQLite response cache (default: off)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args()
 
     registry.load_plugins()
@@ -67,13 +69,18 @@ def main() -> int:
         lines = sum(1 for _ in (outcome.run_dir / "samples.jsonl").open())
     rate = args.pairs / wall
     peak = peak_rss_mb()
+    ok = rate >= 500 and peak < 1024 and lines == args.pairs
+    if args.json:
+        print(json.dumps({"pairs": args.pairs, "size": args.size, "wall_s": wall, "pairs_per_s": rate,
+                          "peak_rss_mb": peak, "log_lines": lines, "pass": ok}))
+        return 0 if ok else 1
     print(f"pairs: {args.pairs} at {args.size}x{args.size} (cache {'on' if args.cache else 'off'}), "
           f"{lines} log lines, status {outcome.status}")
     print(f"wall time (incl. metrics + bootstrap CIs): {wall:.2f} s")
     print(f"throughput: {rate:.0f} pairs/s   (target >= 500)  {'OK' if rate >= 500 else 'BELOW TARGET'}")
     print(f"peak RSS: {peak:.0f} MB (at start {rss_before:.0f} MB)   (target < 1024)  "
           f"{'OK' if peak < 1024 else 'ABOVE TARGET'}")
-    return 0 if rate >= 500 and peak < 1024 and lines == args.pairs else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
