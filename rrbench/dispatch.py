@@ -94,6 +94,10 @@ class Batcher:
             await asyncio.gather(self._pump_task, return_exceptions=True)
         for _, future in self._pending:
             future.cancel()
+        # Calls still running belong to samples the runner has given up on (Ctrl-C, an error): cancel them rather
+        # than wait, since a call to a hung server ends only at the client timeout (600 s by default).
+        for task in self._running:
+            task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
 
 

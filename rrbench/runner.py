@@ -101,6 +101,7 @@ class Runner:
     _size: int | None = None
     _successes: int = 0
     _first_error: str | None = None
+    _slots: asyncio.Semaphore | None = None  # the feeder's: samples in flight
 
     def __post_init__(self) -> None:
         protocol = resolve_protocol(self.task, self.spec)
@@ -193,6 +194,11 @@ class Runner:
             if self._stop.is_set():
                 raise KeyboardInterrupt
             self._stop.set()
+            if self._slots is not None:
+                # The feeder may be waiting for a slot, which frees only when a sample in flight finishes: up to
+                # the client timeout (600 s by default) against a hung server. One more slot lets it see the stop
+                # now (tests/test_torture.py, the hung-server Ctrl-C test).
+                self._slots.release()
             print("\nstopping: finished samples are kept; run the same command again to resume", flush=True)
 
         installed = []
@@ -213,7 +219,7 @@ class Runner:
         return itertools.islice(samples, self.spec.limit) if self.spec.limit else samples
 
     async def _feed(self, dispatcher: Dispatcher, done: set[str], progress: Progress) -> int:
-        slots = asyncio.Semaphore(max(1, self.concurrency))
+        slots = self._slots = asyncio.Semaphore(max(1, self.concurrency))
         in_flight: set[asyncio.Task[None]] = set()
         seen: set[str] = set()
         new = 0
