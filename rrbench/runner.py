@@ -382,14 +382,15 @@ class Runner:
             and "metrics" in previous and "counts" in previous
             and previous.get("protocol") == record["protocol"]
             and previous["counts"].get("expected") == self._total()
-            and _code_identity(previous.get("provenance")) == _code_identity(record.get("provenance"))
+            and (code := _code_identity(record.get("provenance"))) is not None
+            and code == _code_identity(previous.get("provenance"))
         )
 
 
 def _code_identity(prov: Any) -> tuple[Any, ...] | None:
     """What decides how metrics are computed: rrbench's version and source commit (None when dirty/unknown)."""
     if not isinstance(prov, dict):
-        return None
+        return None  # (None never matches: see _unchanged_since_last_session)
     git = prov.get("git")
     git = git if isinstance(git, dict) else {}
     if git.get("dirty"):

@@ -88,3 +88,22 @@ def test_images_travel_as_their_own_bytes_unless_too_large() -> None:
     with pytest.raises(BackendError) as info:
         small._data_uri(broken)
     assert info.value.kind is FailureKind.DATA
+
+
+def test_one_overload_burst_halves_the_limit_once() -> None:
+    """Eight requests in flight all meet a 503: the limit halves once (8 -> 4), not once per request (-> 1).
+    An overload met by a request sent after that cut cuts again."""
+    from rrbench.backends.openai_http import AdaptiveLimit
+
+    async def main() -> list[int]:
+        limit = AdaptiveLimit(8)
+        burst = limit.epoch  # all eight were sent before any cut
+        seen = []
+        for _ in range(8):
+            await limit.feedback(overloaded=True, sent_in=burst)
+            seen.append(limit.limit)
+        await limit.feedback(overloaded=True, sent_in=limit.epoch)  # sent after the cut: a new burst
+        seen.append(limit.limit)
+        return seen
+
+    assert asyncio.run(main()) == [4, 4, 4, 4, 4, 4, 4, 4, 2]

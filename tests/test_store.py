@@ -89,3 +89,24 @@ def test_cache_is_safe_for_two_processes_at_once(tmp_path: Path) -> None:
     assert all(cache.get(f"{p}{i}") == {"scores": [i]} for p in "xy" for i in range(400))
     assert cache.get("z0") is None
     cache.close()
+
+
+def test_resuming_a_finished_run_keeps_its_log_and_numbers(tmp_path: Path) -> None:
+    """Nothing to do: the log is neither rewritten nor re-read into results, and the numbers stand as they were."""
+    from rrbench import runner
+    from rrbench.session import execute
+    from rrbench.spec import RunSpec
+
+    spec = RunSpec(task="sanity", model="random", task_args={"n": 8, "size": 32})
+    assert execute(spec, tmp_path, quiet=True, no_cache=True) == 0
+    (run_dir,) = tmp_path.iterdir()
+    log = run_dir / "samples.jsonl"
+    before, stamp = json.loads((run_dir / "run.json").read_text()), log.stat().st_mtime_ns
+    assert execute(spec, tmp_path, quiet=True, no_cache=True) == 0
+    after = json.loads((run_dir / "run.json").read_text())
+    assert log.stat().st_mtime_ns == stamp  # not rewritten
+    assert (after["counts"], after["metrics"]) == (before["counts"], before["metrics"])
+    assert after["stats"]["new_samples"] == 0 and after["sessions"] == 2
+    # uncommitted changes to rrbench (or no git at all) make the metrics be recomputed, never reused blindly
+    assert runner._code_identity({"rrbench": "0.1.0", "git": {"commit": "abc", "dirty": True}}) is None
+    assert runner._code_identity({"rrbench": "0.1.0", "git": {"commit": "abc", "dirty": False}}) == ("0.1.0", "abc")
