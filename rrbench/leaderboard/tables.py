@@ -212,7 +212,10 @@ class _Rows:
         return self.rows[key]
 
     def sorted(self) -> list[Row]:
+        """Rows for output: by model name, measured before reported; the bookkeeping of _place dropped."""
         rank = {MEASURED: 0, REPORTED: 1}
+        for row in self.rows.values():
+            row.info = {k: v for k, v in row.info.items() if not k.startswith("updated:")}
         return sorted(self.rows.values(), key=lambda r: (r.sort_key.lower(), rank[r.origin], r.judge, r.setting))
 
 
@@ -267,8 +270,6 @@ def preference_table(entries: Sequence[RunEntry], reported: Sequence[Reported]) 
         row = rows.get(item.judge, REPORTED, item.source, item.model or item.judge)
         row.cells[column.id] = _reported_cell(item, sources, notes)
     out = rows.sorted()
-    for row in out:
-        row.info = {k: v for k, v in row.info.items() if not k.startswith("updated:")}
     caption = ("Preference accuracy (%) in the layout of the RationalRewards paper's Table 1. Measured: value "
                "[95% bootstrap CI] · protocol, failures excluded (the per-task tables also count them as wrong). "
                "Reported: the published number · the source's protocol [source].")
@@ -326,8 +327,6 @@ def _task_table(setting: Setting, entries: Sequence[RunEntry], reported: Sequenc
         row.info.update(protocol=item.protocol, run=f"[{sources.number(item.source)}]")
         row.cells[f"{item.metric}:{PUBLISHED}"] = _reported_cell(item, sources, notes)
     out = rows.sorted()
-    for row in out:
-        row.info = {k: v for k, v in row.info.items() if not k.startswith("updated:")}
     caption = ("Every metric of each run, with failures excluded and counted as wrong; value [95% bootstrap CI]. "
                "n = samples recorded; failed and label-skipped are counted, never hidden. Published numbers sit in "
                "their own 'as published' columns under the source's protocol.")

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from rrbench.types import Judgement, Query
+from rrbench.types import DataError, FailureKind, Judgement, Query
+
+T = TypeVar("T")
 
 
 class RewardModel:
@@ -79,3 +81,24 @@ class RewardModel:
 
     async def aclose(self) -> None:
         """Release what ``astart`` took. Called on success, error and Ctrl-C alike."""
+
+
+def decode_candidates(queries: Sequence[Query], transform: Callable[[Any], T]) -> tuple[list[T], list[int],
+                                                                                          list[Judgement]]:
+    """For in-process scorers that batch pixels: each query's candidate image through ``transform``.
+
+    A broken image fails its own query (a ``data`` failure), never the batch. Returns the transformed images, the
+    indices of the queries they belong to, and one judgement per query: its failure, or a placeholder to replace
+    with the score."""
+    images: list[T] = []
+    decoded: list[int] = []
+    out: list[Judgement] = []
+    for i, query in enumerate(queries):
+        try:
+            images.append(transform(query.candidates[0].image()))
+        except DataError as exc:
+            out.append(Judgement.failed(FailureKind.DATA, str(exc)))
+            continue
+        decoded.append(i)
+        out.append(Judgement())
+    return images, decoded, out

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from rrbench.models._base import RewardModel
+from rrbench.models._base import RewardModel, decode_candidates
 from rrbench.registry import require
-from rrbench.types import DataError, FailureKind, Judgement, Query, UserError
+from rrbench.types import Judgement, Query, UserError
 
 if TYPE_CHECKING:
     import torch
@@ -157,18 +157,9 @@ class ClipFamilyModel(RewardModel):
 
         if self.transform is None:
             raise RuntimeError("astart() loads the weights before score()")
-        out: list[Judgement] = []
-        pixels, prompts, ok = [], [], []
-        for i, query in enumerate(queries):
-            try:
-                pixels.append(self.transform(query.candidates[0].image()))
-            except DataError as exc:  # one broken image fails its own query, never the batch
-                out.append(Judgement.failed(FailureKind.DATA, str(exc)))
-                continue
-            prompts.append(query.prompt)
-            ok.append(i)
-            out.append(Judgement())
+        pixels, ok, out = decode_candidates(queries, self.transform)
         if ok:
+            prompts = [queries[i].prompt for i in ok]
             for i, value in zip(ok, self.rewards(torch.stack(pixels), prompts), strict=True):
                 out[i] = Judgement(scores=(float(value),))
         return out

@@ -29,10 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rrbench.models._base import RewardModel
+from rrbench.models._base import RewardModel, decode_candidates
 from rrbench.models._vlm import resolve_weights
 from rrbench.registry import require, reward_model
-from rrbench.types import DataError, FailureKind, Judgement, Query, UserError
+from rrbench.types import Judgement, Query, UserError
 
 if TYPE_CHECKING:
     import torch
@@ -204,18 +204,9 @@ class ImageReward(RewardModel):
 
         if self.net is None:
             raise RuntimeError("astart() loads the weights before score()")
-        pixels, prompts, ok = [], [], []
-        out: list[Judgement] = []
-        for i, query in enumerate(queries):
-            try:
-                pixels.append(preprocess(query.candidates[0].image()))
-            except DataError as exc:  # one broken image fails its own query, never the batch
-                out.append(Judgement.failed(FailureKind.DATA, str(exc)))
-                continue
-            prompts.append(query.prompt)
-            ok.append(i)
-            out.append(Judgement())
+        pixels, ok, out = decode_candidates(queries, preprocess)
         if ok:
+            prompts = [queries[i].prompt for i in ok]
             text = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=MAX_LENGTH,
                                   return_tensors="pt")
             values = self.net.rewards(torch.stack(pixels), text["input_ids"], text["attention_mask"]).tolist()
