@@ -354,8 +354,11 @@ class Runner:
         record["status"] = status if status != "complete" or record["counts"]["missing"] == 0 else "incomplete"
         from rrbench.hubdata import SNAPSHOTS
 
-        if SNAPSHOTS:  # which hub commit each dataset was read at (the --data path is in the spec)
-            record["data_snapshots"] = dict(SNAPSHOTS)
+        # Which hub commit each dataset was read at (the --data path is in the spec). A session that read nothing
+        # (a resume with every sample done) keeps what the earlier sessions recorded.
+        snapshots = dict(SNAPSHOTS) or self._previous.get("data_snapshots")
+        if snapshots:
+            record["data_snapshots"] = snapshots
         # What only a started model knows (engine, server log, load time) joins the description at the end.
         record["model"].update({k: v for k, v in self.model.describe().items() if v not in ({}, None)})
         record["updated_at"] = now_iso()

@@ -334,6 +334,12 @@ def test_hub_snapshot_at_the_pinned_revision_offline(tmp_path: Path, env: dict[s
     # run.json says which commit of the hub dataset was read
     assert record["data_snapshots"] == {"TIGER-Lab/EditReward-Bench": {"requested": REVISION, "commit": REVISION}}
     assert values(record, "group-accuracy") == pytest.approx((3 / 4, 3 / 5))  # as in test_k3_group_all_correct
+    # resuming the finished run reads no data, and keeps the record of which commit the samples came from
+    again = rrbench("run", "--task", "editreward-bench", "-T", "k=3", "--model", "er-brightness", "--quiet",
+                    "--output", str(tmp_path / "runs"), env=offline, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    assert resumed["sessions"] == 2 and resumed["data_snapshots"] == record["data_snapshots"]
     missing = rrbench("run", "--task", "editreward-bench", "--model", "er-brightness", "--quiet",
                       "--output", str(tmp_path / "runs2"), env=offline, cwd=tmp_path)
     assert missing.returncode == 2 and "2pair/train-00000-of-00001.parquet" in missing.stderr
