@@ -272,7 +272,8 @@ def preference_table(entries: Sequence[RunEntry], reported: Sequence[Reported]) 
     out = rows.sorted()
     caption = ("Preference accuracy (%) in the layout of the RationalRewards paper's Table 1. Measured: value "
                "[95% bootstrap CI] · protocol, failures excluded (the per-task tables also count them as wrong). "
-               "Reported: the published number · the source's protocol [source].")
+               "Reported rows: the published number · the source's protocol, the source named in the setting "
+               "column.")
     return Table("preference", "Preference accuracy", columns, [r for r in out if r.cells], sources=sources.items,
                  notes=notes.items + sorted(set(dup)), caption=caption)
 
