@@ -27,20 +27,30 @@ SAMPLES = "samples.jsonl"
 LOCK = ".lock"
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write next to the target, fsync, rename: readers see the old or the new file, never half of one."""
+@contextlib.contextmanager
+def atomic_text(path: Path, *, mode: int | None = None, errors: str = "strict") -> Iterator[IO[str]]:
+    """A text file written next to ``path``, fsynced and renamed onto it when the block ends: readers see the old
+    or the new file, never half of one; on an error nothing is left behind. ``mode``: the file's permissions
+    (mkstemp makes it private; pages and tables meant to be shared pass 0o644)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8", errors=errors) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    with atomic_text(path) as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False, default=str)
+        fh.write("\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -350,9 +350,13 @@ def test_missing_checkpoint_fails_at_start_naming_the_fix(
     assert str(tmp_path) in str(info.value) and message in str(info.value)
 
 
-def test_unknown_hub_id_and_absent_path_fail_fast() -> None:
+def test_unknown_hub_id_and_absent_path_fail_fast(checkpoints: Checkpoints) -> None:
     with pytest.raises(UserError, match="not in the local cache; fetch them once with `hf download no-org/no-hps`"):
         asyncio.run(hpsv2.hpsv2(path="no-org/no-hps", device="cpu").astart())
+    # the fix names the -M key of the missing folder, and no --base-url (these models run in-process only)
+    with pytest.raises(UserError) as info:
+        asyncio.run(pickscore.pickscore(path=str(checkpoints.pick), processor="no-org/no-proc", device="cpu").astart())
+    assert "or pass -M processor=DIR" in str(info.value) and "--base-url" not in str(info.value)
     with pytest.raises(UserError, match="laion-aesthetic needs -M path="):
         asyncio.run(laion_aesthetic.laion_aesthetic(device="cpu").astart())
     with pytest.raises(UserError, match="batch_size must be a positive integer"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from rrbench.leaderboard import render
 from rrbench.leaderboard.collect import RunEntry, find_run_dirs, latest, read_entries
 from rrbench.leaderboard.reported import Reported, load_reported
 from rrbench.leaderboard.tables import Table, preference_table, task_tables
+from rrbench.store import atomic_text
 from rrbench.types import UserError
 
 MANIFEST = "manifest.json"
@@ -105,9 +105,8 @@ def _remove_previous(out: Path) -> None:
 
 def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_text(path, mode=0o644) as fh:
+        fh.write(text)
     return path
 
 

@@ -51,6 +51,12 @@ class RunRef:
     model: str
     spec: Mapping[str, Any]
     spec_hash: str
+    record: Mapping[str, Any]  # run.json, read once per build
+
+    @property
+    def both_orders(self) -> bool:
+        """Judged in both orders: the only runs whose logs can show position bias (so only theirs are read)."""
+        return (self.record.get("protocol") or {}).get("order") == "both"
 
     @property
     def task_key(self) -> tuple[str, str]:
@@ -62,7 +68,7 @@ def describe(run_dir: Path) -> RunRef:
     task, model = record.get("task") or {}, record.get("model") or {}
     spec = record.get("spec") or {}
     return RunRef(run_dir, str(task.get("name", spec.get("task"))), str(task.get("version", "?")),
-                  str(model.get("name", spec.get("model"))), spec, str(record.get("spec_hash", "")))
+                  str(model.get("name", spec.get("model"))), spec, str(record.get("spec_hash", "")), record)
 
 
 def spec_items(spec: Mapping[str, Any]) -> list[str]:
@@ -100,7 +106,10 @@ def judge_labels(refs: Iterable[RunRef]) -> dict[Path, str]:
 
 def headline(run_dir: Path) -> MetricResult:
     """The protocol's first metric, failures excluded, as recorded in run.json."""
-    record = read_json(run_dir / RUN_JSON)
+    return _headline(read_json(run_dir / RUN_JSON), run_dir)
+
+
+def _headline(record: Mapping[str, Any], run_dir: Path) -> MetricResult:
     metrics = (record.get("protocol") or {}).get("metrics") or []
     if not metrics:
         raise UserError(f"{run_dir}: run.json names no metric in protocol.metrics")
@@ -271,7 +280,7 @@ def accuracy_points(runs: Sequence[Path]) -> dict[tuple[str, str], list[Accuracy
 def _accuracy_points(refs: Sequence[RunRef], labels: Mapping[Path, str]) -> dict[tuple[str, str], list[AccuracyPoint]]:
     by_task: dict[tuple[str, str], list[tuple[str, MetricResult]]] = defaultdict(list)
     for ref in refs:
-        by_task[ref.task_key].append((labels[ref.path], headline(ref.path)))
+        by_task[ref.task_key].append((labels[ref.path], _headline(ref.record, ref.path)))
     out: dict[tuple[str, str], list[AccuracyPoint]] = {}
     for key, entries in sorted(by_task.items()):
         metrics = {r.metric for _, r in entries}
@@ -344,7 +353,7 @@ def _critic_runs(refs: Sequence[RunRef]) -> list[tuple[str, RunRef, AspectCounts
 
 def _bias_groups(refs: Sequence[RunRef], labels: Mapping[Path, str]) -> list[tuple[str, PositionBias]]:
     groups = [(f"{ref.task} v{ref.version}\n{labels[ref.path]}", bias)
-              for ref in refs if (bias := position_bias(ref.path)) is not None]
+              for ref in refs if ref.both_orders and (bias := position_bias(ref.path)) is not None]
     return sorted(groups, key=lambda g: g[0])
 
 

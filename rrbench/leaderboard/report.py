@@ -16,7 +16,6 @@ tie policy leaves out).
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import html
 import io
@@ -36,7 +35,7 @@ from rrbench import registry
 from rrbench.display import ci, pct
 from rrbench.leaderboard.report_assets import CSS, JS
 from rrbench.progress import Progress
-from rrbench.store import RUN_JSON, SAMPLES, iter_log, read_json
+from rrbench.store import RUN_JSON, SAMPLES, atomic_text, iter_log, read_json
 from rrbench.types import DataError, Judgement, Label, LabelKind, Media, Sample, SampleResult, Trial, UserError
 
 STATES = ("correct", "wrong", "mixed", "failed", "skipped", "unscored")
@@ -74,7 +73,7 @@ def write_report(run_dir: Path, out: Path | None, *, data: str | None, limit: in
     problems: list[str] = []
     samples = open_samples(record, data, problems)
     try:
-        with _atomic(target) as page, _spool(target.parent) as body:
+        with atomic_text(target, mode=0o644, errors="replace") as page, _spool(target.parent) as body:
             shown = _write_cards(body, results, samples, n_cards, thumb, problems, _pairwise_mode(record))
             body.seek(0)
             page.write(_head(record, run_dir, problems, shown, len(results), thumb))
@@ -107,22 +106,6 @@ def _target(run_dir: Path, out: Path | None) -> Path:
 def _spool(folder: Path) -> IO[str]:
     # Cards go first to a scratch file: the head needs their counts and any data problem met on the way.
     return tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace", dir=folder)
-
-
-@contextlib.contextmanager
-def _atomic(target: Path) -> Iterator[IO[str]]:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as fh:  # lone surrogates in raw text
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def latest_results(log: Path) -> dict[str, SampleResult]:

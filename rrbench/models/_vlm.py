@@ -86,8 +86,10 @@ class EngineOptions:
         return "vllm-serve" if self.serve is None and vllm_python() else "transformers"
 
 
-def resolve_weights(ref: str) -> str:
-    """A local folder, or a hub id already in the local Hugging Face cache; otherwise fail fast with the fix."""
+def resolve_weights(ref: str, flag: str = "path", served: bool = False) -> str:
+    """A local folder, or a hub id already in the local Hugging Face cache; otherwise fail fast with the fix.
+
+    ``flag`` is the ``-M`` key that names this folder; ``served``: the model can also be reached over HTTP."""
     if Path(ref).is_dir():
         return str(Path(ref).resolve())
     if Path(ref).exists() or ref.startswith((".", "/")):
@@ -99,7 +101,7 @@ def resolve_weights(ref: str) -> str:
     except Exception:
         raise UserError(
             f"weights for {ref} are not in the local cache; fetch them once with `hf download {ref}` "
-            "or pass -M path=DIR (or serve them and pass --base-url)"
+            f"or pass -M {flag}=DIR" + (" (or serve them and pass --base-url)" if served else "")
         ) from None
 
 
@@ -192,15 +194,15 @@ class VLMJudge(RewardModel):
         if self.engine == "vllm-serve":
             from rrbench.backends.vllm_server import ManagedVLLMBackend
 
-            return ManagedVLLMBackend(resolve_weights(ref), self.served_model or ref, server, self.workdir,
+            return ManagedVLLMBackend(resolve_weights(ref, served=True), self.served_model or ref, server, self.workdir,
                                       {k: v for k, v in http_args.items() if k != "api_key_env"})
         if self.engine == "vllm":
             from rrbench.backends.vllm_inprocess import VLLMInProcessBackend
 
-            return VLLMInProcessBackend(resolve_weights(ref), server, max_pixels=self.max_pixels)
+            return VLLMInProcessBackend(resolve_weights(ref, served=True), server, max_pixels=self.max_pixels)
         from rrbench.backends.transformers_backend import TransformersBackend
 
-        return TransformersBackend(resolve_weights(ref), device=self.device, dtype=self.dtype,
+        return TransformersBackend(resolve_weights(ref, served=True), device=self.device, dtype=self.dtype,
                                    max_pixels=self.max_pixels)
 
     def _server_options(self) -> Any:
@@ -247,7 +249,7 @@ class VLMJudge(RewardModel):
                              f"pip install 'rrbench[{module[1]}]'"))
         for generation, ref in sorted(self.weights.items()):
             try:
-                out.append(Check("ok", f"weights ({generation})", f"{ref} -> {resolve_weights(ref)}"))
+                out.append(Check("ok", f"weights ({generation})", f"{ref} -> {resolve_weights(ref, served=True)}"))
             except UserError as exc:
                 out.append(Check("FAIL", f"weights ({generation})", f"{ref} not found", str(exc)))
         return out

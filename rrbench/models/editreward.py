@@ -136,7 +136,7 @@ class EditReward(RewardModel):
         if self.net is None:
             checkpoint = resolve_weights(self.path)
             base = self.base or (checkpoint if (Path(checkpoint) / "config.json").is_file() else self.default_base)
-            self.net = qr.load(resolve_weights(base), checkpoint, CHECKPOINT_FILES,
+            self.net = qr.load(resolve_weights(base, "base"), checkpoint, CHECKPOINT_FILES,
                                "Qwen2_5_VLForConditionalGeneration", HEADS, self.device, self.dtype)
 
     def score(self, queries: Sequence[Query]) -> list[Judgement]:

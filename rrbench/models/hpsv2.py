@@ -200,7 +200,7 @@ class HPSv2(_clip.ClipFamilyModel):
     def load(self, device: str, dtype: torch.dtype) -> int:
         file = _clip.resolve_file(self.path, self.checkpoint, f"hf download {HUB_ID} {self.checkpoint}")
         ref = self.tokenizer_ref or (str(file.parent) if _clip.has_tokenizer(file.parent) else TOKENIZER_ID)
-        tokenizer_folder = Path(resolve_weights(ref))
+        tokenizer_folder = Path(resolve_weights(ref, "tokenizer"))
         _clip.require_files(tokenizer_folder, (_clip.TOKENIZER_FILES,), f"hf download {ref}")
         tokenizer = _clip.load_tokenizer(str(tokenizer_folder))
         model = build_model(read_state(file), tokenizer, file.name)

@@ -90,7 +90,7 @@ class HPSv3(RewardModel):
         if self.net is None:
             checkpoint = resolve_weights(self.path)
             base = self.base or (checkpoint if (Path(checkpoint) / "config.json").is_file() else BASE_ID)
-            self.net = qr.load(resolve_weights(base), checkpoint, CHECKPOINT_FILES,
+            self.net = qr.load(resolve_weights(base, "base"), checkpoint, CHECKPOINT_FILES,
                                "Qwen2VLForConditionalGeneration", (HEAD,), self.device, self.dtype)
 
     def score(self, queries: Sequence[Query]) -> list[Judgement]:

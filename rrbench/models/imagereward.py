@@ -193,7 +193,7 @@ class ImageReward(RewardModel):
             if not (folder / name).is_file():
                 raise UserError(f"{folder} has no {name} (fetch it with `hf download {HUB_ID}`)")
         tokenizer_ref = self.tokenizer_ref or (str(folder) if (folder / "vocab.txt").is_file() else TOKENIZER_ID)
-        self.tokenizer = load_tokenizer(resolve_weights(tokenizer_ref))
+        self.tokenizer = load_tokenizer(resolve_weights(tokenizer_ref, "tokenizer"))
         state = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
         med = json.loads((folder / MED_CONFIG).read_text())
         device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device

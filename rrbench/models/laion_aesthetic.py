@@ -78,7 +78,7 @@ class LaionAesthetic(_clip.ClipFamilyModel):
                             f"(fetch it with `curl -LO '{HEAD_URL}'`)")
         file = _clip.resolve_file(self.path, HEAD, f"curl -LO '{HEAD_URL}'")
         clip_ref = self.clip_ref or (str(file.parent) if (file.parent / "config.json").is_file() else CLIP_ID)
-        folder = Path(resolve_weights(clip_ref))
+        folder = Path(resolve_weights(clip_ref, "clip"))
         _clip.require_files(folder, (("config.json",), _clip.WEIGHT_FILES), f"hf download {clip_ref}")
         model = transformers.CLIPModel.from_pretrained(folder)  # only its vision tower and projection run
         self.head = load_head(file).to(device).float().eval()

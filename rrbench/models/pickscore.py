@@ -48,7 +48,7 @@ class PickScore(_clip.ClipFamilyModel):
         folder = Path(resolve_weights(self.path))
         _clip.require_files(folder, (("config.json",), _clip.WEIGHT_FILES), f"hf download {HUB_ID}")
         processor = self.processor_ref or (str(folder) if _clip.has_tokenizer(folder) else PROCESSOR_ID)
-        tokenizer_folder = Path(resolve_weights(processor))
+        tokenizer_folder = Path(resolve_weights(processor, "processor"))
         _clip.require_files(tokenizer_folder, (_clip.TOKENIZER_FILES,), f"hf download {processor}")
         model = transformers.CLIPModel.from_pretrained(folder)
         self.encoder = _clip.DualEncoder(model, _clip.load_tokenizer(str(tokenizer_folder)), device, dtype)
