@@ -2,7 +2,7 @@
 PY ?= python
 
 .PHONY: leaderboards
-leaderboards:  ## regenerate leaderboards/ from the offline sanity runs (tables, plots; reported.json is kept)
+leaderboards:  ## regenerate leaderboards/ from the offline sanity runs (tables, plots; published numbers from the package)
 	bash scripts/regenerate-leaderboards.sh leaderboards
 
 .PHONY: bench

@@ -10,12 +10,15 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rrbench import __version__, metrics, registry
 from rrbench.display import describe_run
 from rrbench.spec import RunSpec, load_manifest, parse_assignments
 from rrbench.types import UserError
+
+if TYPE_CHECKING:
+    from rrbench.groups import Planned
 
 DEMO = {"task": "sanity", "model": "classical-iqa"}
 
@@ -24,6 +27,7 @@ examples:
   rrbench run                                       the embedded demo: sanity x classical-iqa, offline
   rrbench run --task sanity --model classical-iqa,random -T size=512 --limit 100
   rrbench run --task sanity --model always-first --order both
+  rrbench run --task genai-bench --model M          a task group: one run per member, then a summary (ls groups)
   rrbench run --config run.yaml                     a flat YAML/JSON manifest, or any run.json to replay it
 
 Runs land in OUTPUT/<task>__<model>__<spec-hash>/ (run.json + samples.jsonl). Running the same spec again
@@ -66,7 +70,8 @@ def _add_run(sub: Any) -> None:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--task", help="task name(s), comma-separated (see `rrbench ls tasks`)")
+    p.add_argument("--task", help="task or task-group name(s), comma-separated (see `rrbench ls tasks`, "
+                                  "`rrbench ls groups`)")
     p.add_argument("--model", help="reward model name(s), comma-separated (see `rrbench ls models`)")
     p.add_argument("-T", dest="task_args", action="append", metavar="KEY=VALUE", help="task argument (repeatable)")
     p.add_argument("-M", dest="model_args", action="append", metavar="KEY=VALUE", help="model argument (repeatable)")
@@ -92,8 +97,9 @@ def _add_run(sub: Any) -> None:
 
 
 def _add_ls(sub: Any) -> None:
-    p = sub.add_parser("ls", help="list registered tasks, models, generators and metrics")
-    p.add_argument("what", nargs="?", choices=("tasks", "models", "generators", "metrics"), help="one kind only")
+    p = sub.add_parser("ls", help="list registered tasks, task groups, models, generators and metrics")
+    p.add_argument("what", nargs="?", choices=("tasks", "groups", "models", "generators", "metrics"),
+                   help="one kind only")
 
 
 def _add_show(sub: Any) -> None:
@@ -121,8 +127,10 @@ def _add_rescore(sub: Any) -> None:
 def _add_compare(sub: Any) -> None:
     p = sub.add_parser(
         "compare",
-        help="paired comparison of two runs on the same samples (paired bootstrap CI and McNemar)",
-        description="B minus A on the samples both runs judged, under A's protocol unless overridden.",
+        help="paired comparison of two runs on the same samples (paired bootstrap CI, exact McNemar or sign test)",
+        description="B minus A on the samples both runs judged, under A's protocol unless overridden: a paired "
+                    "bootstrap CI of the difference and an exact test, McNemar when every sample is right or wrong "
+                    "in both runs, else the sign test on per-sample differences (docs/statistics.md).",
     )
     p.add_argument("run_a")
     p.add_argument("run_b")
@@ -145,14 +153,15 @@ def _add_doctor(sub: Any) -> None:
 
 LEADERBOARD_EPILOG = """\
 examples:
-  rrbench leaderboard                               every run under runs/, into leaderboards/
+  rrbench leaderboard                               every run under runs/, into runs/leaderboard/
   rrbench leaderboard runs/ other-runs/sanity__x__1a2b3c4d5e --out /tmp/lb --format md,csv
   rrbench leaderboard --reported none               measured numbers only
   rrbench leaderboard --plots all                   also one aspect-score figure per critic run
 
 Only complete runs count; for each (task, task version, spec) the latest one wins. A column never mixes task
-versions, and a measured and a reported number of different protocols never share a cell. Reported numbers come
-from leaderboards/reported.json (one entry per published number, with its source and protocol).
+versions, and a measured and a reported number of different protocols never share a cell. Partial runs (a smaller
+local copy, --limit) are left out of the paper-layout table and marked in the per-task tables. Measured rows come
+first; published numbers (shipped with rrbench, one entry per number with its source and protocol) follow.
 """
 
 
@@ -166,14 +175,16 @@ def _add_leaderboard(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="*", help="run directories or folders holding them (default: runs/)")
-    p.add_argument("--out", default="leaderboards", help="output folder (default: leaderboards/)")
+    p.add_argument("--out", default=None, help="output folder (default: leaderboard/ in the first folder of runs, or "
+                                              "./leaderboard when the first path is a run directory)")
     p.add_argument("--format", dest="formats", default="md,csv,tex,html,json",
                    help="comma-separated subset of md,csv,tex,html,json (default: all)")
     p.add_argument("--reported", default=None,
-                   help="JSON file of published numbers (default: <out>/reported.json if present; 'none' to omit)")
+                   help="JSON file of published numbers (default: the one shipped with rrbench; 'none' to omit)")
     p.add_argument("--plots", choices=("summary", "all", "none"), default="summary",
                    help="summary (default): accuracy with CIs per task and position bias; all: also one aspect-score "
-                        "figure per critic run; none: tables only. Plots need matplotlib (rrbench[plots])")
+                        "figure per critic run; none: tables only. Plots need matplotlib (rrbench[plots]); "
+                        "without it the build notes so and writes the tables only")
     p.add_argument("--no-plots", dest="plots", action="store_const", const="none", help="same as --plots none")
 
 
@@ -196,19 +207,46 @@ def _add_report(sub: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rrbench.groups import expand
     from rrbench.session import execute
 
     fields = _run_fields(args)
-    tasks = _split(fields.pop("task"))
+    planned = expand(_split(fields.pop("task")), fields.pop("task_args", {}))  # task groups become their members
     models = _split(fields.pop("model"))
     output = Path(fields.pop("output", None) or "runs")
     keys = ("concurrency", "no_resume", "cache", "no_cache", "quiet", "base_urls", "api_key_env")
     options = {k: fields.pop(k) for k in keys if k in fields}
+    if any(item.group for item in planned):
+        return _run_group(planned, models, fields, output, options)
     worst = 0
-    for task_name in tasks:
+    for item in planned:
         for model_name in models:
-            spec = RunSpec.from_json({**fields, "task": task_name, "model": model_name})
+            spec = RunSpec.from_json({**fields, "task": item.task, "task_args": item.task_args, "model": model_name})
             worst = max(worst, execute(spec, output, **options))
+    return worst
+
+
+def _run_group(planned: list[Planned], models: list[str], fields: dict[str, Any], output: Path,
+               options: dict[str, Any]) -> int:
+    """Each member an ordinary run; a member's user error is said and the others still run; one summary line per
+    member at the end."""
+    from rrbench.groups import Done, summary
+    from rrbench.session import execute
+
+    worst, done = 0, []
+    for item, model_name in [(item, model) for item in planned for model in models]:
+        spec = RunSpec.from_json({**fields, "task": item.task, "task_args": item.task_args, "model": model_name})
+        try:
+            worst = max(worst, execute(spec, output, **options))
+            done.append(Done(item, model_name, output / spec.dirname()))
+        except UserError as exc:
+            print(f"rrbench: error: {item.task} x {model_name}: {exc}", file=sys.stderr)
+            worst = max(worst, 2)
+            done.append(Done(item, model_name, None, str(exc)))
+        if worst == 130:  # Ctrl-C stops the whole group, not just the member in flight
+            break
+    groups = ", ".join(dict.fromkeys(item.group for item in planned if item.group))
+    print(f"\ntask group {groups}: {len(done)} runs\n{summary(done)}")
     return worst
 
 
@@ -244,8 +282,11 @@ def _split(value: str) -> list[str]:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     kinds = {"tasks": "task", "models": "model", "generators": "generator", "metrics": "metric"}
-    chosen = [args.what] if args.what else list(kinds)
+    chosen = [args.what] if args.what else ["tasks", "groups", *(k for k in kinds if k != "tasks")]
     for plural in chosen:
+        if plural == "groups":
+            _ls_groups(heading=not args.what)
+            continue
         entries = registry.entries(kinds[plural])  # type: ignore[arg-type]
         if not args.what:
             print(f"{plural}:")
@@ -255,6 +296,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for entry in entries:
             print(f"  {entry.name.ljust(width)}  {_ls_detail(entry)}")
     return 0
+
+
+def _ls_groups(heading: bool) -> None:
+    """Task groups: `rrbench run --task GROUP` runs every member (fixed arguments shown in brackets)."""
+    groups = registry.groups()
+    if heading:
+        print("task groups (--task GROUP runs every member):")
+    if not groups:
+        print("  (none registered yet)")
+    width = max((len(g.name) for g in groups), default=0)
+    for group in groups:
+        members = ", ".join(m.label() for m in group.members)
+        print(f"  {group.name.ljust(width)}  {group.description}  |  tasks: {members}")
 
 
 def _ls_detail(entry: registry.Entry) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -86,6 +87,7 @@ class Batcher:
                 return [(await self._answer([q]))[0] for q in queries]
             return [_failure_from(exc)]
         latency = (time.perf_counter() - start) / len(queries)
+        answers = [finite(a) for a in answers]
         return [a if a.latency_s is not None else dataclasses.replace(a, latency_s=latency) for a in answers]
 
     async def aclose(self) -> None:
@@ -99,6 +101,17 @@ class Batcher:
         for task in self._running:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+
+
+def finite(judgement: Judgement) -> Judgement:
+    """A judgement whose scores are all finite, or a failure: a NaN would compare as a silent tie, and it would be
+    written into the sample log as a ``NaN`` token that strict JSON readers reject."""
+    values = [*judgement.scores, *(v for a in judgement.aspects for v in a.values())]
+    bad = [v for v in values if v is not None and not (isinstance(v, int | float) and math.isfinite(v))]
+    if not bad:
+        return judgement
+    return dataclasses.replace(judgement, scores=(), aspects=(), verdict=None, failure=FailureKind.ERROR,
+                               failure_detail=f"the model returned a non-finite score ({bad[0]!r})")
 
 
 def _failure_from(exc: Exception) -> Judgement:

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rrbench.datarecord import data_status
+
+if TYPE_CHECKING:
+    from rrbench.leaderboard.plots import Rate
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
@@ -29,7 +35,35 @@ def _extra(m: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in extra.items())
 
 
+def ci_method(m: Mapping[str, Any]) -> str:
+    if m.get("ci_low") is None or m.get("ci_high") is None:
+        return ""
+    return m.get("ci_method") or "cluster-bootstrap"  # records without the field: the only method there was
+
+
+def n_samples(m: Mapping[str, Any]) -> int | None:
+    """What `n` means in every table: samples (records written before n_samples existed give their units)."""
+    value = m.get("n_samples", m.get("n_units"))
+    return None if value is None else int(value)
+
+
+def _units(m: Mapping[str, Any]) -> str:
+    n, unit = m.get("n_units"), m.get("unit")
+    return "" if n is None else f"{n} {unit}s" if unit else str(n)
+
+
+def _counts(m: Mapping[str, Any], with_units: bool) -> tuple[str, ...]:
+    n = n_samples(m)
+    return (("" if n is None else str(n)),) + ((_units(m),) if with_units else ())
+
+
+def _units_differ(metric_rows: Sequence[Mapping[str, Any]]) -> bool:
+    """A units column only where it says something: e.g. 1000 pairs judged in both orders are 2000 trials."""
+    return any(m.get("n_units") is not None and n_samples(m) != m.get("n_units") for m in metric_rows)
+
+
 def metrics_table(metric_rows: Sequence[Mapping[str, Any]]) -> str:
+    with_units = _units_differ(metric_rows)
     rows = [
         (
             m["metric"],
@@ -37,22 +71,22 @@ def metrics_table(metric_rows: Sequence[Mapping[str, Any]]) -> str:
             "excluded" if m["failure_policy"] == "excluded" else "as wrong",
             pct(m["value"]),
             ci(m),
-            str(m.get("n_units", "")),
+            ci_method(m),
+            *_counts(m, with_units),
             _extra(m),
         )
         for m in metric_rows
     ]
-    return table(rows, ("metric", "ties", "failures", "value %", "95% CI", "n", "notes"))
+    counts = ("n", "units") if with_units else ("n",)
+    return table(rows, ("metric", "ties", "failures", "value %", "95% CI", "CI method", *counts, "notes"))
 
 
 def category_table(by_category: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    rows = []
-    for category in sorted(by_category):
-        for m in by_category[category]:
-            if m["failure_policy"] != "excluded":
-                continue
-            rows.append((category, m["metric"], pct(m["value"]), ci(m), str(m.get("n_units", ""))))
-    return table(rows, ("category", "metric", "value %", "95% CI", "n"))
+    shown = [(c, m) for c in sorted(by_category) for m in by_category[c] if m["failure_policy"] == "excluded"]
+    with_units = _units_differ([m for _, m in shown])
+    rows = [(c, m["metric"], pct(m["value"]), ci(m), ci_method(m), *_counts(m, with_units)) for c, m in shown]
+    counts = ("n", "units") if with_units else ("n",)
+    return table(rows, ("category", "metric", "value %", "95% CI", "CI method", *counts))
 
 
 def coverage_line(counts: Mapping[str, Any]) -> str:
@@ -63,6 +97,24 @@ def coverage_line(counts: Mapping[str, Any]) -> str:
     return f"coverage: {recorded} samples recorded, {failed}, {counts['label_skipped']} label-skipped"
 
 
+def position_bias_line(run_dir: Path) -> str | None:
+    """Order agreement and first-position win rate of a run judged in both orders; None without such samples."""
+    from rrbench.leaderboard.plots import position_bias  # reads the log only; matplotlib is not imported
+
+    if not (run_dir / "samples.jsonl").is_file():
+        return None
+    bias = position_bias(run_dir)
+    if bias is None:
+        return None
+    return (f"position bias: the two orders agree on {_rate(bias.consistent)} samples; the image shown first wins "
+            f"{_rate(bias.first_shown)} trials with a winner (50% = no bias); right with A shown first "
+            f"{_rate(bias.a_first)}, with B shown first {_rate(bias.b_first)}")
+
+
+def _rate(rate: Rate) -> str:
+    return f"{pct(rate.value)}% of {rate.n}" if rate.value is not None else f"n/a of {rate.n}"
+
+
 def describe_run(record: Mapping[str, Any], path: str) -> str:
     spec = record["spec"]
     protocol = record.get("protocol", {})
@@ -71,7 +123,11 @@ def describe_run(record: Mapping[str, Any], path: str) -> str:
         f"protocol {protocol.get('id')} (order {protocol.get('order')}, mode {protocol.get('mode')})   "
         f"status {record.get('status')}"
     )
-    parts = [head, f"run: {path}", ""]
+    parts = [head, f"run: {path}"]
+    data = data_status(record)
+    if data.partial:  # before the numbers: they are not the benchmark's
+        parts.append(data.line())
+    parts.append("")
     metrics = record.get("metrics") or {}
     if metrics.get("overall"):
         parts += [metrics_table(metrics["overall"]), ""]
@@ -79,6 +135,8 @@ def describe_run(record: Mapping[str, Any], path: str) -> str:
         parts += ["per category (failures excluded):", category_table(metrics["by_category"]), ""]
     if "counts" in record:
         parts.append(coverage_line(record["counts"]))
+    if protocol.get("order") == "both" and (bias := position_bias_line(Path(path))):
+        parts.append(bias)
     stats = record.get("stats")
     if stats:
         parts.append(
@@ -92,20 +150,28 @@ def describe_run(record: Mapping[str, Any], path: str) -> str:
     return "\n".join(parts)
 
 
+_TESTS = {"mcnemar-exact": "exact McNemar", "sign-test": "exact sign test"}
+
+
 def compare_table(result: Mapping[str, Any]) -> str:
-    rows = []
-    for m in result["metrics"]:
-        mc = m["mcnemar"]
-        diff = "n/a" if m["diff"] is None else f"{100 * m['diff']:+.2f}"
-        rows.append((
-            m["metric"],
-            "excluded" if m["failure_policy"] == "excluded" else "as wrong",
-            pct(m["value_a"]), pct(m["value_b"]), diff, ci(m), str(m["n_paired"]),
-            f"{mc['b01']}/{mc['b10']}", f"{mc['p_value']:.4g}" if mc["p_value"] is not None else "n/a",
-        ))
     head = (
         f"protocol {result['protocol']} (ties {result['tie_policy']}): {result['n_common']} common samples, "
         f"{result['n_only_a']} only in A, {result['n_only_b']} only in B"
     )
-    header = ("metric", "failures", "A %", "B %", "B-A pts", "95% CI (paired)", "n", "McNemar only-B/only-A right", "p")
-    return head + "\n" + table(rows, header)
+    header = ("metric", "failures", "A %", "B %", "B-A pts", "95% CI (paired bootstrap)", "n CI", "test", "n test",
+              "B better/A better", "p")
+    note = ("n CI: samples (groups for group-accuracy) in both runs, all resampled by the paired bootstrap; "
+            "n test: those the two runs score differently, the only ones the test uses (docs/statistics.md)")
+    return head + "\n" + table([_compare_row(m) for m in result["metrics"]], header) + "\n" + note
+
+
+def _compare_row(m: Mapping[str, Any]) -> tuple[str, ...]:
+    test = m["test"]
+    diff = "n/a" if m["diff"] is None else f"{100 * m['diff']:+.2f}"
+    return (
+        m["metric"],
+        "excluded" if m["failure_policy"] == "excluded" else "as wrong",
+        pct(m["value_a"]), pct(m["value_b"]), diff, ci(m), str(m["n_paired"]),
+        _TESTS.get(test["name"], test["name"]), str(test["n"]),
+        f"{test['n_b_better']}/{test['n_a_better']}", f"{test['p_value']:.4g}",
+    )

@@ -1,4 +1,4 @@
-"""One registry for every plug-in: tasks, reward models, generators and metrics.
+"""One registry for every plug-in: tasks, reward models, generators, metrics and tie/credit rules.
 
 A plug-in is one file with one decorated factory. Built-ins are found by importing the modules of
 ``rrbench.tasks``, ``rrbench.models``, ``rrbench.generators`` and ``rrbench.metrics``; other packages add theirs
@@ -23,8 +23,8 @@ from typing import Any, Literal, TypeVar
 
 from rrbench.types import UserError
 
-Kind = Literal["task", "model", "generator", "metric"]
-KINDS: tuple[Kind, ...] = ("task", "model", "generator", "metric")
+Kind = Literal["task", "model", "generator", "metric", "rule"]
+KINDS: tuple[Kind, ...] = ("task", "model", "generator", "metric", "rule")
 ENTRY_POINT_GROUP = "rrbench.plugins"
 PLUGINS_ENV = "RRBENCH_PLUGINS"  # extra plug-in modules or .py files, comma-separated
 _BUILTIN_PACKAGES = ("rrbench.tasks", "rrbench.models", "rrbench.generators", "rrbench.metrics")
@@ -104,6 +104,11 @@ def metric(name: str, *, description: str = "", **info: Any) -> Callable[[F], F]
     return _register("metric", name, description, None, info)
 
 
+def rule(name: str, *, description: str = "", **info: Any) -> Callable[[F], F]:
+    """Register a tie/credit rule: a ``PairRule`` subclass (or a factory returning one), see ``rrbench.metrics``."""
+    return _register("rule", name, description, None, info)
+
+
 def load_plugins() -> None:
     """Import built-in plug-in modules and entry points once. A broken third-party plug-in is reported, not fatal."""
     global _loaded
@@ -152,6 +157,12 @@ def get(kind: Kind, name: str) -> Entry:
         raise UserError(_unknown_message(kind, name)) from None
 
 
+def find(kind: Kind, name: str) -> Entry | None:
+    """The entry of this name, or None (callers that word their own error)."""
+    load_plugins()
+    return _REGISTRY[kind].get(name)
+
+
 def _unknown_message(kind: Kind, name: str) -> str:
     import difflib
 
@@ -167,3 +178,74 @@ def require(module: str, extra: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise UserError(f"{module} is not installed; install it with: pip install 'rrbench[{extra}]' ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------------------- task groups
+# A group names several tasks, like an lm-evaluation-harness group: `rrbench run --task genai-bench` runs each
+# member as an ordinary run. Groups are plug-ins too (one decorated function per group, no central list); they live
+# beside the tasks (tasks/group_*.py) and are kept apart from the four kinds above because a group is never built.
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One task of a group, with the task arguments the group fixes (they land in the member run's spec)."""
+
+    task: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def label(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(self.args.items()))
+        return f"{self.task} ({shown})" if shown else self.task
+
+
+@dataclass(frozen=True)
+class TaskGroup:
+    name: str
+    members: tuple[GroupMember, ...]
+    description: str
+    factory: Callable[..., Any]
+
+    @property
+    def module(self) -> str:
+        return self.factory.__module__
+
+
+_GROUPS: dict[str, TaskGroup] = {}
+
+
+def member(task: str, **args: Any) -> GroupMember:
+    """A group member with fixed task arguments, e.g. ``member("editreward-bench", k=2)``."""
+    return GroupMember(task, dict(args))
+
+
+def task_group(name: str, *, description: str = "") -> Callable[[F], F]:
+    """Register a task group: a function returning its members, task names or ``member(task, **fixed_args)``."""
+
+    def decorator(factory: F) -> F:
+        members = tuple(m if isinstance(m, GroupMember) else GroupMember(str(m)) for m in factory())
+        if not members:
+            raise ValueError(f"task group '{name}' has no members")
+        existing = _GROUPS.get(name)
+        if existing is not None and _origin(existing.factory) != _origin(factory):
+            raise ValueError(f"task group '{name}' is registered twice ({existing.module} and {factory.__module__})")
+        doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
+        _GROUPS[name] = TaskGroup(name, members, doc, factory)
+        return factory
+
+    return decorator
+
+
+def groups() -> list[TaskGroup]:
+    load_plugins()
+    return sorted(_GROUPS.values(), key=lambda g: g.name)
+
+
+def find_group(name: str) -> TaskGroup | None:
+    """The group of this name, or None when it names no group. A name that is both a task and a group would make
+    `--task NAME` ambiguous: a one-line error, whichever was registered first."""
+    load_plugins()
+    group = _GROUPS.get(name)
+    if group is not None and name in _REGISTRY["task"]:
+        raise UserError(f"'{name}' is both a task ({_REGISTRY['task'][name].module}) and a task group "
+                        f"({group.module}); rename one of them")
+    return group

@@ -46,6 +46,7 @@ def rescore(
     kind = TaskKind(record["task"]["kind"])
     results = load_results(src)
     if aggregation is not None or na is not None:
+        _check_critic(src, record, results, "--na" if na is not None else "--aggregation")
         results = [_reaggregate(r, protocol.mode, aggregation, na or "drop") for r in results]
         record = {**record, "aggregation": {"name": aggregation, "na": na or "drop"}}
     results = [_recredit(r, kind, protocol.tie_policy) for r in results]
@@ -84,6 +85,8 @@ def _override(
         changes["tie_policy"] = tie_policy
     if failure_policy is not None:
         changes["failure_policy"] = failure_policy
+    if na is not None:
+        changes["options"] = {**protocol.options, "na": na}  # the protocol's N/A rule is now this one
     labels = {**changes, "aggregation": aggregation, "na": na}
     suffix = "+".join(f"{k.replace('_policy', '')}={v}" for k, v in labels.items() if v is not None)
     return dataclasses.replace(protocol, id=f"{protocol.id.split('+')[0]}+{suffix}", **changes)
@@ -98,6 +101,16 @@ def _reaggregate(result: SampleResult, mode: str, aggregation: str | None, na: s
     return dataclasses.replace(result, trials=trials)
 
 
+def _check_critic(src: Path, record: dict[str, Any], results: list[SampleResult], flag: str) -> None:
+    """``--na``/``--aggregation`` re-aggregate a critic's recorded aspect scores; a run without any (a scalar or a
+    verdict judge) has nothing to re-aggregate, and a silently identical number would look like an answer."""
+    if any(j.aspects for r in results for t in r.trials for j in t.judgements):
+        return
+    model = (record.get("model") or {}).get("name") or record.get("spec", {}).get("model", "?")
+    raise UserError(f"{flag} re-aggregates a critic's aspect scores, but {src} (model {model}) recorded none; "
+                    "use --tie-policy or --failure-policy to rescore it")
+
+
 def _answers(trial: Trial) -> list[Judgement]:
     # assemble() appends a synthetic judgement when the answers carried nothing usable; it is rebuilt, not kept
     synthetic = "judgement carries neither scores nor a verdict"
@@ -105,7 +118,7 @@ def _answers(trial: Trial) -> list[Judgement]:
 
 
 def _recredit(result: SampleResult, kind: TaskKind, tie_policy: str) -> SampleResult:
-    correct = tuple(trial_credit(result.label, t, kind, tie_policy) for t in result.trials)
+    correct = tuple(trial_credit(result.label, t, kind, tie_policy, result.meta) for t in result.trials)
     return dataclasses.replace(result, correct=correct)
 
 

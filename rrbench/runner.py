@@ -14,14 +14,16 @@ import dataclasses
 import itertools
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from rrbench import metrics, provenance
+from rrbench.datarecord import ContentFingerprint, data_record
 from rrbench.dispatch import Dispatcher
+from rrbench.models import _rationalrewards_format as rr
 from rrbench.models._base import RewardModel
 from rrbench.progress import Progress
 from rrbench.protocols import pairwise
@@ -29,6 +31,7 @@ from rrbench.spec import SCHEMA_VERSION, RunSpec
 from rrbench.store import ResponseCache, RunDir, load_results, read_json, write_json_atomic
 from rrbench.types import (
     FailureKind,
+    Judgement,
     Label,
     LabelKind,
     Protocol,
@@ -230,6 +233,7 @@ class Runner:
                 if sample.id in seen:
                     raise UserError(f"task '{self.task.name}' yields sample id {sample.id!r} twice")
                 seen.add(sample.id)
+                self._fingerprint.add(sample)  # ids and label strings only: what the data record hashes
                 if sample.id in done:
                     continue
                 await slots.acquire()
@@ -277,10 +281,13 @@ class Runner:
         n = len(sample.candidates)
         mode = pairwise.resolve_mode(self.protocol.mode, self.model, n)
         orders = pairwise.trial_orders(n, self.protocol.order, self.spec.seed, sample.id)
-        plans = [(order, pairwise.plan(sample, mode, order, self.task.generation)) for order in orders]
+        task = self.task
+        plans = [(order, pairwise.plan(sample, mode, order, task.generation, task.judge_prompt, task.prompt_vars))
+                 for order in orders]
         # Identical requests within a sample (pointwise scoring in both orders) are sent once.
         unique = {(r.op, r.query.key): r for _, requests in plans for r in requests}
         answers = await asyncio.gather(*(dispatcher.submit(r.op, r.query) for r in unique.values()))
+        answers = [protocol_scores(a, self.protocol, self.model) for a in answers]
         by_key = dict(zip(unique, answers, strict=True))
         return tuple(
             pairwise.assemble(order, mode, [by_key[(r.op, r.query.key)] for r in requests]) for order, requests in plans
@@ -302,7 +309,7 @@ class Runner:
         )
 
     def _credit(self, sample: Sample, trial: Trial) -> float | None:
-        return trial_credit(sample.label, trial, self.task.kind, self.protocol.tie_policy)
+        return trial_credit(sample.label, trial, self.task.kind, self.protocol.tie_policy, sample.meta)
 
     def _watch_errors(self, result: SampleResult) -> None:
         failure = result.failure
@@ -329,6 +336,7 @@ class Runner:
             if previous.get("spec_hash") != self.spec.hash():
                 raise UserError(f"{self.run_dir.path} holds a different run spec; use another --output")
         self._previous = previous
+        self._fingerprint = ContentFingerprint()
         return {
             "schema_version": SCHEMA_VERSION,
             "status": "running",
@@ -359,6 +367,14 @@ class Runner:
         snapshots = dict(SNAPSHOTS) or self._previous.get("data_snapshots")
         if snapshots:
             record["data_snapshots"] = snapshots
+        # A smaller local copy, --limit or other content is said in run.json, so no reader takes the number for the
+        # benchmark's. Only a load that ran to its end fingerprints the data; otherwise the last session's stands.
+        streamed = self._fingerprint if status == "complete" and self._fingerprint.count else None
+        record["data"] = data_record(
+            registered_size=self.task.info.size, registered_fingerprint=self.task.info.fingerprint,
+            size=self._size, limit=self.spec.limit, local_copy=self.spec.data is not None, streamed=streamed,
+            previous=self._previous.get("data"),
+        )
         # What only a started model knows (engine, server log, load time) joins the description at the end.
         record["model"].update({k: v for k, v in self.model.describe().items() if v not in ({}, None)})
         record["updated_at"] = now_iso()
@@ -401,11 +417,26 @@ def _code_identity(prov: Any) -> tuple[Any, ...] | None:
     return (prov.get("rrbench"), git.get("commit"))
 
 
-def trial_credit(label: Label, trial: Trial, kind: TaskKind, tie_policy: str) -> float | None:
-    """Per-trial correctness kept in the log for people reading it; metrics recompute it from predictions."""
-    if trial.prediction is None or kind not in (TaskKind.PAIR, TaskKind.GROUP):
+def protocol_scores(judgement: Judgement, protocol: Protocol, model: RewardModel) -> Judgement:
+    """A critique's scores under the protocol's N/A rule (``options.na``, e.g. the paper's 2.5), from its aspects.
+
+    The model's own ``-M na`` gives the scores it returns; a protocol that defines its own rule (the RationalRewards
+    paper counts N/A as 2.5) recomputes them from the recorded aspect scores, so the protocol's number is its own."""
+    na = protocol.options.get("na")
+    if na is None or not judgement.aspects:
+        return judgement
+    return rr.reaggregate(judgement, getattr(model, "aggregation", None), str(na))
+
+
+def trial_credit(label: Label, trial: Trial, kind: TaskKind, tie_policy: str,
+                 meta: Mapping[str, Any] | None = None) -> float | None:
+    """Per-trial correctness kept in the log for people reading it; metrics recompute it from the trials.
+
+    Calibrated rules are shown at their neutral knob (epsilon 0, threshold 0, tie split 0): the value the metric
+    chooses on the whole run is in its ``extra``."""
+    if kind not in (TaskKind.PAIR, TaskKind.GROUP):
         return None
-    return metrics.pair_credit(label, trial.prediction, tie_policy)
+    return metrics.pair_credit(label, trial, tie_policy, meta=meta)
 
 
 def task_record(task: Task) -> dict[str, Any]:

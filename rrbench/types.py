@@ -264,6 +264,9 @@ class TaskInfo:
     license: str | None = None
     size: int | None = None
     homepage: str | None = None
+    # The official copy's content fingerprint (rrbench.datarecord: sha256 over sample ids and original label
+    # strings in load order); when set, a run whose data hashes otherwise is marked partial ("content differs").
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -285,6 +288,10 @@ class Task:
     alternatives: Mapping[str, Protocol] = field(default_factory=dict)
     # The sample count of a given data source, when it is cheap to know before loading (parquet metadata).
     count: Callable[[Path | None], int | None] | None = None
+    # The benchmark's own VLM-as-judge prompt (a catalogue id, rrbench.prompts), which generic VLM judges answer
+    # by default, and the sample ``meta`` fields it fills in besides the request.
+    judge_prompt: str | None = None
+    prompt_vars: tuple[str, ...] = ()
 
     def size_of(self, data: Path | None) -> int | None:
         return self.count(data) if self.count is not None else self.size
@@ -305,6 +312,8 @@ class Query:
     source: tuple[Media, ...] = ()
     generation: str = "t2i"
     sample_id: str = ""
+    judge_prompt: str | None = None  # the task's official verdict prompt (catalogue id), for generic VLM judges
+    variables: tuple[tuple[str, str], ...] = ()  # what that prompt fills in besides the request (sample fields)
 
     @property
     def pairwise(self) -> bool:
@@ -313,6 +322,9 @@ class Query:
     @cached_property
     def key(self) -> str:
         parts = [self.generation, self.prompt, *(m.key for m in self.source), "|", *(m.key for m in self.candidates)]
+        if self.judge_prompt or self.variables:
+            # Only when set, so the keys (and cached answers) of queries that have neither stay as they were.
+            parts += ["|", self.judge_prompt or "", *(f"{k}={v}" for k, v in self.variables)]
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
@@ -346,10 +358,11 @@ class Judgement:
     flags: tuple[str, ...] = ()
     usage: Mapping[str, int] | None = None
     latency_s: float | None = None
+    prompt: str | None = None  # the catalogue key (id@version) of the prompt a VLM judge answered
 
     @classmethod
-    def failed(cls, kind: FailureKind, detail: str, raw: str | None = None) -> Judgement:
-        return cls(failure=kind, failure_detail=detail, raw=raw)
+    def failed(cls, kind: FailureKind, detail: str, raw: str | None = None, prompt: str | None = None) -> Judgement:
+        return cls(failure=kind, failure_detail=detail, raw=raw, prompt=prompt)
 
     @property
     def ok(self) -> bool:
@@ -363,7 +376,7 @@ class Judgement:
             out["verdict"] = self.verdict.value
         if self.aspects:
             out["aspects"] = [dict(a) for a in self.aspects]
-        for name in ("rationale", "refined_prompt", "raw", "failure_detail", "latency_s"):
+        for name in ("rationale", "refined_prompt", "raw", "failure_detail", "latency_s", "prompt"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -389,6 +402,7 @@ class Judgement:
             flags=tuple(obj.get("flags", ())),
             usage=obj.get("usage"),
             latency_s=obj.get("latency_s"),
+            prompt=obj.get("prompt"),
         )
 
 

@@ -66,7 +66,7 @@ from rrbench.types import (
     UserError,
 )
 
-VERSION = "1"
+VERSION = "2"  # 2: official prompt, parser and failure rule of the scripts (issue 12)
 DATASET = "TIGER-Lab/EditReward-Bench"
 REVISION = "837769c456117bcea42f72ab1d7f5125fe589eb4"
 PAPER = "EditReward: A Human-Aligned Reward Model for Instruction-Guided Image Editing (arXiv:2509.26346)"
@@ -85,26 +85,31 @@ _SOURCE = Source(DATASET, "train", revision=REVISION)  # names the dataset in co
 
 
 def official_protocol(k: int) -> Protocol:
-    """K=2: 3-class exact match. K=3/4: group accuracy (headline) and per-comparison accuracy, both reported by the
-    official scripts. Both failure variants are always reported; the headline one follows the scripts: a failed
-    pair is dropped (K=2), a group with a failed comparison is short of C(K, 2) results and so counted wrong."""
+    """The official scripts' rule (``tasks/rule_editreward.py``): the judge's answer read by their parser and compared
+    with the ranking string; a failed call is dropped. K=2: per-comparison accuracy. K=3/4: group accuracy
+    (headline) and per-comparison accuracy over the answered rows; a group whose every call failed is dropped, a
+    partly failed one is wrong."""
     if k == 2:
-        return Protocol(id="editreward-3class", order="fixed", tie_policy="exact", metrics=("accuracy",))
-    return Protocol(id="editreward-group", order="fixed", tie_policy="exact", failure_policy="wrong",
+        return Protocol(id="editreward-3class", order="fixed", tie_policy="editreward-exact", metrics=("accuracy",))
+    return Protocol(id="editreward-group", order="fixed", tie_policy="editreward-exact", failure_policy="excluded",
                     metrics=("group-accuracy", "accuracy"))
 
 
 def paper_protocol() -> Protocol:
-    """RationalRewards paper: every row a pair, one fixed order, ties one class matched on exactly equal scores."""
+    """RationalRewards paper: every row a pair, one fixed order, ties one class matched on exactly equal scores, N/A
+    aspect scores counted 2.5 (modular_rm_eval/scoring.py)."""
     return Protocol(id="rationalrewards-paper", order="fixed", tie_policy="exact", failure_policy="excluded",
-                    metrics=("accuracy",))
+                    metrics=("accuracy",), options={"na": "2.5"})
 
 
 def ties_protocol(k: int) -> Protocol:
-    """The EditReward scorer's "accuracy with ties": epsilon on the score gap chosen for the best accuracy (and, for
-    groups, separately for the best group accuracy); the chosen epsilon is in each metric's ``extra``."""
-    metrics = ("accuracy",) if k == 2 else ("group-accuracy", "accuracy")
-    return Protocol(id="editreward-ties", order="fixed", tie_policy="tie-calibrated", metrics=metrics)
+    """EditReward's scorer for scalar reward models (eval_bench.py): K=2 accuracy with ties (epsilon on the score gap
+    chosen for the best accuracy, in ``extra``); K=3/4 strict ranking accuracy of each group (argsort of its scores,
+    no epsilon) and pairwise accuracy without human ties."""
+    if k == 2:
+        return Protocol(id="editreward-ties", order="fixed", tie_policy="editreward-ties", metrics=("accuracy",))
+    return Protocol(id="editreward-ties", order="fixed", tie_policy="editreward-without-ties",
+                    metrics=("strict-ranking-accuracy", "accuracy"))
 
 
 # --------------------------------------------------------------------------------------------------- files
@@ -254,6 +259,8 @@ def _image(row: dict[str, Any], name: str, root: Path, sample_id: str) -> Media:
 
 def _meta(row: dict[str, Any], sample_id: str, has_id: bool, k: int) -> dict[str, Any]:
     meta: dict[str, Any] = {c: row[c] for c in META_COLUMNS if row.get(c) is not None}
+    if isinstance(row.get("ranking"), str):
+        meta["ranking"] = row["ranking"]  # the official rule compares the judge's vote with this exact string
     if has_id:
         meta["group"] = group_of(sample_id)
         meta["group_size"] = k * (k - 1) // 2  # a group short of its C(K, 2) comparisons counts as wrong
@@ -322,4 +329,6 @@ def editreward_bench(k: int = 2) -> Task:
         generation="edit",
         alternatives=alternatives,
         count=functools.partial(count_rows, k),
+        judge_prompt=f"editreward-bench/verdict-edit-{k}pair",
+        prompt_vars=("comparison_type",) if k > 2 else (),
     )

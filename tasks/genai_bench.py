@@ -51,7 +51,7 @@ from rrbench.types import Label, LabelKind, Protocol, Sample, Task, TaskInfo, Ta
 DATASET = "TIGER-Lab/GenAI-Bench"
 REVISION: str | None = None  # see the module docstring: no full commit sha could be verified
 SPLIT = "test_v1"
-VERSION = "1"
+VERSION = "2"  # 2: the official prompt and exact-string verdict rule (issue 12); 1 read verdicts leniently
 PAPER = "GenAI Arena: An Open Evaluation Platform for Generative Models (Jiang et al. 2024), arXiv 2406.04485"
 LICENSE = "cc-by-4.0"
 HOMEPAGE = "https://github.com/TIGER-AI-Lab/GenAI-Bench"
@@ -64,8 +64,14 @@ OFFICIAL = Protocol(
     id="genai-bench-4way", order="fixed", tie_policy="genai-4way", failure_policy="wrong",
     metrics=("accuracy",), options={"score_to_4way": SCORE_TO_4WAY},
 )
+LENIENT = Protocol(
+    id="genai-bench-4way-lenient", order="fixed", tie_policy="genai-4way-lenient", failure_policy="wrong",
+    metrics=("accuracy",), options={"score_to_4way": SCORE_TO_4WAY},
+)
+# The RationalRewards paper's scoring (modular_rm_eval/scoring.py): N/A aspect scores count 2.5 (line 25-29).
 PAPER_PROTOCOL = Protocol(
     id="rationalrewards-paper", order="fixed", tie_policy="exact", failure_policy="excluded", metrics=("accuracy",),
+    options={"na": "2.5"},
 )
 
 # The dataset's vote strings, exactly as the official scorer compares them; anything else is counted as unknown.
@@ -89,6 +95,7 @@ class Variant:
     config: str  # the hub config folder
     part: _bundle.Part
     size: int  # rows of test_v1
+    prompt_vars: tuple[str, ...] = ()  # what the official judge prompt fills in besides the request
 
     @property
     def source(self) -> Source:
@@ -101,7 +108,7 @@ class Variant:
 
 
 T2I = Variant("t2i", "image_generation", _bundle.GENAI_T2I, 1735)
-EDIT = Variant("edit", "image_edition", _bundle.GENAI_EDIT, 919)
+EDIT = Variant("edit", "image_edition", _bundle.GENAI_EDIT, 919, ("source_prompt", "target_prompt"))
 
 
 def _sample(variant: Variant, row: dict[str, Any], index: int, root: Path) -> Sample:
@@ -140,8 +147,10 @@ def _build(variant: Variant, name: str) -> Task:
         info=TaskInfo(paper=PAPER, dataset=f"{DATASET} ({variant.config}, {SPLIT})", revision=REVISION,
                       license=LICENSE, size=variant.size, homepage=HOMEPAGE),
         generation=variant.generation,
-        alternatives={PAPER_PROTOCOL.id: PAPER_PROTOCOL},
+        alternatives={p.id: p for p in (LENIENT, PAPER_PROTOCOL)},
         count=lambda data: _bundle.open_part(variant.part, variant.source, data, variant.fetch).size,
+        judge_prompt=f"genai-bench/verdict-{variant.generation}",
+        prompt_vars=variant.prompt_vars,
     )
 
 

@@ -23,13 +23,16 @@ Assumed (not verifiable from the stored sources):
   needs ``--data`` (a one-line error gives the fetch recipe); hpdv2 fetches ``test.json`` and ``test.tar.gz`` itself.
 - The HPDv2 test size (400 prompts) is the paper's; the runner counts the rows of the file it reads.
 
-Differences from the official code, kept on purpose and documented in docs/tasks/hpd.md:
+The default HPDv2 protocol reproduces the official number (``hpdv2-inversion``, metric ``inversion``): the model's
+scores are ranked as the official ``torch.argsort(-logits)`` ranks them (hpsv2/evaluation.py line 100), so equal
+scores are ordered by position (the earlier image first, as a stable sort does) and can be discordant; every prompt
+counts, including one whose human ranks are all tied (score 1), because the average divides by the number of prompts
+(line 105, ``score/total``); a pair is discordant only when both orders are strict and opposite, and the score
+divides by all K(K-1)/2 pairs (src/training/train.py lines 358-368). The named alternative ``hpdv2-inversion-ties``
+(metric ``inversion-ties``) never counts a model tie as discordant and skips prompts whose human ranks are all tied.
 
-- A model tie is not a discordant pair (the official code breaks it by ``argsort`` order, i.e. arbitrarily).
-- Pairs that humans tied are left out of the denominator (the official code divides by all K(K-1)/2 pairs); the two
-  agree whenever the human ranks of a prompt have no ties.
-- HPDv3 puts the preferred image first in every row; the loader shows it second in every other row (odd row index),
-  so a position-biased pairwise judge cannot score by position. Pointwise scores are unaffected.
+HPDv3 puts the preferred image first in every row; the loader shows it second in every other row (odd row index),
+so a position-biased pairwise judge cannot score by position. Pointwise scores are unaffected.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from rrbench.hubdata import Rows, Source, column, missing, open_rows
 from rrbench.registry import task
 from rrbench.types import Label, LabelKind, Media, Protocol, Sample, Task, TaskInfo, TaskKind, UserError
 
-VERSION = "1"
+VERSION = "1"  # hpdv3
+HPDV2_VERSION = "2"  # 2: the official inversion score (model ties by argsort order, every prompt counted)
 
 HPDV2 = Source("ymhao/HPDv2", split="test", revision="bb0f2563e451e11c3f376b2ba93615db00e042e1", files=("test.json",))
 HPDV2_FETCH = dataclasses.replace(HPDV2, files=("test.json", "test.tar.gz"))
@@ -76,12 +80,15 @@ def hpdv2() -> Task:
 
     return Task(
         name="hpdv2",
-        version=VERSION,
+        version=HPDV2_VERSION,
         kind=TaskKind.RANKING,
         load=load,
         # The tie policy does not apply to the inversion score; "exact" only satisfies the protocol's schema.
         protocol=Protocol(id="hpdv2-inversion", mode="pointwise", order="fixed", tie_policy="exact",
                           failure_policy="excluded", metrics=("inversion",)),
+        alternatives={"hpdv2-inversion-ties": Protocol(id="hpdv2-inversion-ties", mode="pointwise", order="fixed",
+                                                       tie_policy="exact", failure_policy="excluded",
+                                                       metrics=("inversion-ties",))},
         size=400,
         info=TaskInfo(
             paper="Human Preference Score v2 (Wu et al., 2023), arXiv:2306.09341",
@@ -160,7 +167,8 @@ def hpdv3() -> Task:
         ),
         # The paper's protocol (one fixed order, exact ties, failures excluded) is the official one here: HPDv3 has
         # no human ties and one order; the alias keeps `--protocol rationalrewards-paper` working on every task.
-        alternatives={"rationalrewards-paper": dataclasses.replace(official, id="rationalrewards-paper")},
+        alternatives={"rationalrewards-paper": dataclasses.replace(official, id="rationalrewards-paper",
+                                                                   options={"na": "2.5"})},
         count=lambda data: None if data is None else _json_count(_hpdv3_rows(data)),
     )
 

@@ -53,7 +53,7 @@ def imagereward_db() -> Task:
                         failure_policy="excluded", metrics=("accuracy",))
     # The paper's rule on every image pair: a human tie is a class of its own, matched only by equal scores.
     paper = Protocol(id="rationalrewards-paper", mode="pointwise", order="fixed", tie_policy="exact",
-                     failure_policy="excluded", metrics=("accuracy",))
+                     failure_policy="excluded", metrics=("accuracy",), options={"na": "2.5"})
     return Task(
         name="imagereward-db",
         version=VERSION,

@@ -47,7 +47,7 @@ from rrbench.types import Label, Protocol, Sample, Task, TaskInfo, TaskKind
 DATASET = "rl-research/multimodal-rewardbench-2"
 REVISION: str | None = None  # see the module docstring: no commit sha could be verified
 SPLIT = "test"
-VERSION = "1"
+VERSION = "2"  # 2: MMRB2's own judge prompt and JSON answer rule for generic judges (issue 12)
 SIZE = 1000
 PAPER = ("Multimodal RewardBench 2: Evaluating Omni Reward Models for Interleaved Text and Image "
          "(Hu et al. 2025), arXiv 2512.16899")
@@ -55,10 +55,11 @@ LICENSE = "cc-by-nc-4.0"
 HOMEPAGE = "https://github.com/facebookresearch/MMRB2"
 
 OFFICIAL = Protocol(
-    id="mmrb2-both-orders", order="both", tie_policy="exact", failure_policy="excluded", metrics=("accuracy",),
+    id="mmrb2-both-orders", order="both", tie_policy="mmrb2", failure_policy="excluded", metrics=("accuracy",),
 )
 PAPER_PROTOCOL = Protocol(
     id="rationalrewards-paper", order="fixed", tie_policy="exact", failure_policy="excluded", metrics=("accuracy",),
+    options={"na": "2.5"},
 )
 
 
@@ -118,6 +119,7 @@ def _build(variant: Variant, name: str) -> Task:
         generation=variant.generation,
         alternatives={PAPER_PROTOCOL.id: PAPER_PROTOCOL},
         count=lambda data: _bundle.open_part(variant.part, variant.source, data).size,
+        judge_prompt=f"mmrb2/verdict-{variant.generation}",
     )
 
 

@@ -71,7 +71,7 @@ def pickapic_v2(validation: bool = True) -> Task:
                         failure_policy="excluded", metrics=("accuracy",),
                         options={"pickapic_thresholds": list(PICKAPIC_THRESHOLDS), "threshold": 0.0})
     paper = Protocol(id="rationalrewards-paper", mode="auto", order="fixed", tie_policy="exact",
-                     failure_policy="excluded", metrics=("accuracy",))
+                     failure_policy="excluded", metrics=("accuracy",), options={"na": "2.5"})
     size = 500 * len(splits)
     return Task(
         name="pickapic-v2",

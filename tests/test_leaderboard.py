@@ -21,12 +21,14 @@ from typing import Any
 import pytest
 
 import tests.plugins.critic_models  # noqa: F401  (registers toy-critic in this process)
-from rrbench import cli
+from rrbench import cli, registry
 from rrbench.leaderboard import collect
 from tests.test_task_genai_bench import ROWS, T2I_IMAGES, t2i_columns, write_parquet
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "A paper (arXiv 0000.00000), Table 9"
+GENAI_VERSION = registry.get("task", "genai-bench-t2i").build().version  # the task's own, whatever it is now
+GENAI_TABLE = f"task-genai-bench-t2i-v{GENAI_VERSION}"
 
 
 def _run(out: Path, *args: str) -> None:
@@ -68,7 +70,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 REPORTED = [
-    {"judge": "Paper Judge", "model": "always-first", "task": "genai-bench-t2i", "task_version": "1",
+    {"judge": "Paper Judge", "model": "always-first", "task": "genai-bench-t2i", "task_version": GENAI_VERSION,
      "metric": "accuracy", "value": 61.5, "protocol": "rationalrewards-paper", "source": SOURCE,
      "note": "computed on a subset"},
     {"judge": "Paper Judge", "model": "always-first", "task": "sanity", "task_version": "1",
@@ -78,10 +80,24 @@ REPORTED = [
 
 
 @pytest.fixture(scope="module")
-def built(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def full_runs(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runs, with the GenAI-Bench run's data record saying "the whole benchmark": its 9-row copy makes it
+    partial (test_partial_run_is_left_out_of_the_paper_table_and_marked_per_task), and the paper-layout table shows
+    only complete runs, while the cell rendering tested here does not depend on the copy's size."""
+    folder = tmp_path_factory.mktemp("lb-full") / "runs"
+    shutil.copytree(runs, folder)
+    genai = _only(folder, "always-first", "genai-bench-t2i")
+    record = _record(genai)
+    record["data"].update(partial=False, reasons=[], registered_size=record["data"]["size"])
+    (genai / "run.json").write_text(json.dumps(record))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(full_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("lb-out")
     reported = _reported(out / "reported.json", REPORTED)
-    assert _leaderboard(str(runs), "--out", str(out), "--reported", str(reported)) == 0
+    assert _leaderboard(str(full_runs), "--out", str(out), "--reported", str(reported)) == 0
     return out
 
 
@@ -124,7 +140,7 @@ def test_preference_table_measured_and_reported_cells(runs: Path, built: Path) -
     assert f"| always-first | measured | official |  |  |  | {cell_text} |  |" in md
     assert "| Paper Judge | reported | source [1] |  |  |  | 61.5 · rationalrewards-paper *1 |  |" in md
     assert f"- [1] {SOURCE}" in md and "- *1 computed on a subset" in md
-    # measured rows come before reported ones of the same judge (rows sort by rrbench model name)
+    # the user's measured rows come first, then the published ones
     judges = [(r["judge"], r["origin"]) for r in table["rows"]]
     assert judges == [("always-first", "measured"), ("Paper Judge", "reported")]
 
@@ -133,8 +149,9 @@ def test_task_table_every_metric_both_failure_policies(runs: Path, built: Path) 
     table = _table(built, "task-sanity-v1-n=16-size=64")
     assert [c["id"] for c in table["columns"]] == ["accuracy:excluded", "accuracy:wrong", "accuracy:published"]
     rows = {(r["judge"], r["origin"]): r for r in table["rows"]}
-    assert list(rows) == [("always-first", "measured"), ("Paper Judge", "reported"), ("constant", "measured"),
-                          ("toy-critic", "measured")]
+    # measured rows first (by model name), then the published ones
+    assert list(rows) == [("always-first", "measured"), ("constant", "measured"), ("toy-critic", "measured"),
+                          ("Paper Judge", "reported")]
     first = rows["always-first", "measured"]
     assert first["cells"]["accuracy:excluded"]["value"] == pytest.approx(50.0)  # balanced positions
     assert rows["constant", "measured"]["cells"]["accuracy:excluded"]["value"] == pytest.approx(0.0)  # all ties
@@ -173,7 +190,7 @@ def test_task_table_every_metric_both_failure_policies(runs: Path, built: Path) 
 def test_every_format_and_index_written(built: Path) -> None:
     manifest = json.loads((built / "manifest.json").read_text())["files"]
     tables = {Path(f).stem for f in manifest if f.endswith(".json")}
-    assert {"preference", "task-sanity-v1-n=16-size=64", "task-genai-bench-t2i-v1"} <= tables
+    assert {"preference", "task-sanity-v1-n=16-size=64", GENAI_TABLE} <= tables
     for stem in tables:
         assert {f"{stem}.{ext}" for ext in ("md", "csv", "tex", "html", "json")} <= set(manifest)
     assert "README.md" in manifest and "index.html" in manifest and "reported.json" not in manifest
@@ -198,6 +215,22 @@ def test_latest_complete_run_wins_and_versions_never_mix(runs: Path, tmp_path: P
     assert row2["cells"]["accuracy:excluded"]["value"] == pytest.approx(62.5) and row2["info"]["run"] == v2.name
     chosen = collect.latest(collect.read_entries(collect.find_run_dirs([folder]))[0])
     assert sorted(e.path.name for e in chosen) == sorted([newer.name, v2.name])
+
+
+def test_partial_run_is_left_out_of_the_paper_table_and_marked_per_task(runs: Path, tmp_path: Path) -> None:
+    """The GenAI-Bench run read a 9-row copy of a 1,735-pair benchmark: its number is not the benchmark's."""
+    out = tmp_path / "lb"
+    assert _leaderboard(str(runs), "--out", str(out), "--reported", "none") == 0
+    preference = _table(out, "preference")
+    assert preference["rows"] == []
+    assert preference["notes"] == ["1 partial run(s) left out (fewer or other samples than the registered benchmark: "
+                                   "a smaller local copy, --limit, other content); they are in the per-task tables"]
+    (row,) = _table(out, GENAI_TABLE)["rows"]
+    assert row["setting"] == "official+partial" and row["info"]["n"] == str(len(ROWS))
+    assert _table(out, GENAI_TABLE)["notes"] == [
+        f"always-first / official+partial: PARTIAL: {len(ROWS)} of 1,735 samples "
+        "(local copy smaller than the registered dataset)"]
+    assert "official+partial" in (out / f"{GENAI_TABLE}.md").read_text()
 
 
 def _edit(run_dir: Path, value: float, **fields: str) -> None:
@@ -225,7 +258,6 @@ def test_committed_leaderboards_are_regenerated_output(tmp_path: Path) -> None:
     """leaderboards/ holds generated output: regenerating it from scratch gives the same tables, byte for byte."""
     out = tmp_path / "leaderboards"
     out.mkdir()
-    shutil.copy(REPO / "leaderboards" / "reported.json", out / "reported.json")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # its rrbench
     done = subprocess.run(["bash", str(REPO / "scripts" / "regenerate-leaderboards.sh"), str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
@@ -274,5 +306,5 @@ def test_rebuild_removes_tables_whose_runs_are_gone(runs: Path, tmp_path: Path) 
     shutil.rmtree(folder / "a")
     shutil.copytree(_only(runs, "always-first", "genai-bench-t2i"), folder / "b")
     assert _leaderboard(str(folder), "--out", str(out), "--reported", "none") == 0
-    assert not (out / "task-sanity-v1-n=16-size=64.md").exists() and (out / "task-genai-bench-t2i-v1.md").exists()
+    assert not (out / "task-sanity-v1-n=16-size=64.md").exists() and (out / f"{GENAI_TABLE}.md").exists()
     assert (out / "notes.txt").read_text() == "mine"

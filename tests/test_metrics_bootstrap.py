@@ -1,4 +1,5 @@
-"""The seeded cluster bootstrap behind every CI."""
+"""The seeded cluster bootstrap behind the CIs of clustered or fractional credit (tests/test_metrics_intervals.py:
+the rule choosing it)."""
 
 from __future__ import annotations
 
@@ -62,9 +63,12 @@ def test_bad_input_is_refused() -> None:
 
 
 def test_compute_metrics_cis_are_seeded() -> None:
-    specs = [{"id": f"s{i}", "label": "A", "trials": [[float(i % 3), 1.0]]} for i in range(60)]
+    # Judged in both orders, so each sample is a cluster of two trials: the bootstrap's case, not Clopper-Pearson's
+    # (one trial per sample would be a plain proportion, whose exact interval has no seed at all).
+    specs = [{"id": f"s{i}", "label": "A", "trials": [[float(i % 3), 1.0], [float(i % 2), 1.0]]} for i in range(60)]
     results = build_results(specs)
     one = compute_metrics(results, Protocol(), seed=11)["overall"][0]
+    assert one["ci_method"] == "cluster-bootstrap"
     assert one == compute_metrics(results, Protocol(), seed=11)["overall"][0]
     other = compute_metrics(results, Protocol(), seed=12)["overall"][0]
     assert (one["ci_low"], one["ci_high"]) != (other["ci_low"], other["ci_high"])

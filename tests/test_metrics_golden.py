@@ -19,7 +19,7 @@ from rrbench.metrics import TIE_POLICIES, compute_metrics
 from rrbench.types import FailureKind, Label, LabelKind, Prediction, Protocol, SampleResult, Trial, Verdict
 
 GOLDEN = Path(__file__).parent / "golden" / "metrics"
-RANK_METRICS = {"inversion", "spearman", "kendall"}
+RANK_METRICS = {"inversion", "inversion-ties", "spearman", "kendall", "strict-ranking-accuracy"}
 _RESULT_KEYS = {"id", "label", "trials", "meta", "skipped"}
 _CASE_KEYS = {"name", "set", "without", "tie_policy", "options", "expected", "coverage", "extra", "by_category", "why"}
 _LABELS = {
@@ -109,11 +109,15 @@ def test_golden_by_category(metric: str, case: Mapping[str, Any], specs: Sequenc
 def test_every_metric_has_a_golden_file_and_every_tie_policy_a_case() -> None:
     names = {e.name for e in registry.entries("metric") if e.module.startswith("rrbench.metrics")}
     files = {p.stem for p in GOLDEN.glob("*.json")}
-    assert names == {"accuracy", "group-accuracy", "inversion", "spearman", "kendall"}
+    assert names == {"accuracy", "group-accuracy", "inversion", "inversion-ties", "spearman", "kendall"}
     assert names <= files
+    # Rules that read the prediction alone; the rules that re-read a judge's answer text (genai-4way's official
+    # reading, editreward-*, mmrb2) are checked against the official scorers in tests/test_official_conformance.py.
+    score_rules = {"exact", "ties-excluded", "genai-4way", "tie-calibrated", "pickapic", "imagereward"}
+    assert score_rules <= set(TIE_POLICIES)
     for metric in ("accuracy", "group-accuracy"):
         doc = json.loads((GOLDEN / f"{metric}.json").read_text())
-        assert {c["tie_policy"] for c in doc["cases"]} == set(TIE_POLICIES), metric
+        assert {c["tie_policy"] for c in doc["cases"]} == score_rules, metric
 
 
 def test_a_wrong_expectation_fails() -> None:

@@ -42,8 +42,8 @@ def test_predicted_class_prefers_the_verdict_then_the_scores() -> None:
     assert predicted_class(Prediction(())) is None
 
 
-# (label, prediction) -> credit under each policy, in TIE_POLICIES order:
-# exact, ties-excluded, genai-4way, tie-calibrated (epsilon 0), pickapic (t 0), imagereward
+# (label, prediction) -> credit under each policy, in this order (knob 0: epsilon, threshold, tie split):
+TABLE_POLICIES = ("exact", "ties-excluded", "genai-4way", "tie-calibrated", "pickapic", "imagereward")
 CREDIT_TABLE = [
     (A, Prediction((0.9, 0.1)), (1, 1, 1, 1, 1, 1)),
     (A, Prediction((0.1, 0.9)), (0, 0, 0, 0, 0, 0)),
@@ -65,21 +65,21 @@ CREDIT_TABLE = [
 
 @pytest.mark.parametrize(("label", "pred", "credits"), CREDIT_TABLE)
 def test_pair_credit_table(label: Label, pred: Prediction, credits: tuple[float | None, ...]) -> None:
-    assert list(TIE_POLICIES) == ["exact", "ties-excluded", "genai-4way", "tie-calibrated", "pickapic", "imagereward"]
-    assert tuple(pair_credit(label, pred, p) for p in TIE_POLICIES) == credits
+    assert set(TABLE_POLICIES) <= set(TIE_POLICIES)
+    assert tuple(pair_credit(label, pred, p) for p in TABLE_POLICIES) == credits
 
 
 def test_calibrated_policies_read_the_score_gap() -> None:
     near = Prediction((0.6, 0.5))
-    assert pair_credit(TIE, near, "tie-calibrated", epsilon=0.05) == 0
-    assert pair_credit(TIE, near, "tie-calibrated", epsilon=0.2) == 1
-    assert pair_credit(A, near, "tie-calibrated", epsilon=0.2) == 0
+    assert pair_credit(TIE, near, "tie-calibrated", knob=0.05) == 0
+    assert pair_credit(TIE, near, "tie-calibrated", knob=0.2) == 1
+    assert pair_credit(A, near, "tie-calibrated", knob=0.2) == 0
     # softmax gap of (2, 1) is tanh(0.5) = 0.462
-    assert pair_credit(A, Prediction((2.0, 1.0)), "pickapic", threshold=0.4) == 1
-    assert pair_credit(A, Prediction((2.0, 1.0)), "pickapic", threshold=0.5) == 0.5
-    assert pair_credit(A, Prediction((1000.0, -1000.0)), "pickapic", threshold=0.99) == 1  # no overflow
+    assert pair_credit(A, Prediction((2.0, 1.0)), "pickapic", knob=0.4) == 1
+    assert pair_credit(A, Prediction((2.0, 1.0)), "pickapic", knob=0.5) == 0.5
+    assert pair_credit(A, Prediction((1000.0, -1000.0)), "pickapic", knob=0.99) == 1  # no overflow
     # a verdict-only trial keeps its verdict whatever the knob
-    assert pair_credit(TIE, _v("A"), "tie-calibrated", epsilon=10.0) == 0
+    assert pair_credit(TIE, _v("A"), "tie-calibrated", knob=10.0) == 0
 
 
 def test_unknown_policies_are_user_errors() -> None:
@@ -160,7 +160,7 @@ def _brute_value(results: list[SampleResult], epsilon: float, grouped: bool) -> 
     for n, r in enumerate(results):
         for m, t in enumerate(r.trials):
             assert t.prediction is not None
-            credit = pair_credit(r.label, t.prediction, "tie-calibrated", epsilon=epsilon)
+            credit = pair_credit(r.label, t.prediction, "tie-calibrated", knob=epsilon)
             assert credit is not None
             credits.setdefault(str(r.meta["group"]) if grouped else f"{n}/{m}", []).append(credit)
     values = [float(all(c == 1 for c in cs)) for cs in credits.values()]

@@ -110,22 +110,26 @@ def test_position_bias_of_always_first_follows_the_labels(runs: dict[str, Path])
     lines = _lines(runs["first_both"])
     assert {line["label"]["kind"] for line in lines} == {"winner"}
     a_wins = sum(line["label"]["winner"] == 0 for line in lines)
-    # Always picking the first shown image is right exactly when the image shown first is the human winner, and
-    # the two orders always disagree.
+    # Always picking the first shown image is right exactly when the image shown first is the human winner, the
+    # two orders always disagree, and the first-shown image wins all 32 trials.
     bias = plots.position_bias(runs["first_both"])
-    assert bias == plots.PositionBias(plots.Rate(a_wins, 16), plots.Rate(16 - a_wins, 16), plots.Rate(0, 16))
+    assert bias == plots.PositionBias(plots.Rate(a_wins, 16), plots.Rate(16 - a_wins, 16), plots.Rate(0, 16),
+                                      plots.Rate(32, 32))
     assert 0 < a_wins < 16
 
 
 def test_position_bias_excludes_failed_trials(runs: dict[str, Path]) -> None:
     credit: dict[tuple[int, ...], list[float]] = {(0, 1): [], (1, 0): []}
-    same = judged_both = 0
+    same = judged_both = first_picked = decided = 0
     for line in _lines(runs["critic_both"]):
         verdicts = {}
         for trial, correct in zip(line["trials"], line["correct"], strict=True):
             if trial.get("failure") is None:
                 credit[tuple(trial["order"])].append(correct)
-                verdicts[tuple(trial["order"])] = trial["prediction"]["verdict"]
+                verdict = verdicts[tuple(trial["order"])] = trial["prediction"]["verdict"]
+                if verdict in ("A", "B"):  # in the sample's order: A is candidate 0
+                    decided += 1
+                    first_picked += "AB".index(verdict) == trial["order"][0]
         if len(verdicts) == 2:
             judged_both += 1
             same += verdicts[(0, 1)] == verdicts[(1, 0)]
@@ -134,6 +138,7 @@ def test_position_bias_excludes_failed_trials(runs: dict[str, Path]) -> None:
     assert bias.a_first == plots.Rate(sum(credit[(0, 1)]), len(credit[(0, 1)]))
     assert bias.b_first == plots.Rate(sum(credit[(1, 0)]), len(credit[(1, 0)]))
     assert bias.consistent == plots.Rate(same, judged_both)
+    assert bias.first_shown == plots.Rate(first_picked, decided) and decided > 0
     assert bias.a_first.n < 16 or bias.b_first.n < 16  # fail=0.25 did fail some trials
 
 

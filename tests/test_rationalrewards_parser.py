@@ -129,11 +129,13 @@ def test_pairwise_sum_policy_can_flip_the_winner() -> None:
     assert rr.pairwise_verdict(5.5, 6.0) is Verdict.B
 
 
-def test_pairwise_sum_never_invents_a_missing_score() -> None:
+def test_pairwise_sum_drop_never_invents_a_missing_score() -> None:
     a = {TF: 3.0, PVQ: 2.0}
-    b = {TF: 1.0}  # PVQ unreadable for B: left out for both, under either policy
+    b = {TF: 1.0}  # PVQ unreadable for B: left out for both under "drop"
     assert rr.pairwise_sum(a, b) == (3.0, 1.0)
-    assert rr.pairwise_sum(a, b, na="2.5") == (3.0, 1.0)
+    # The paper's rule is the authors' fallback (modular_rm_eval/scoring.py lines 25-29): an N/A *or unreadable*
+    # score counts 2.5, so B's missing PVQ is 2.5: A = 3 + 2, B = 1 + 2.5.
+    assert rr.pairwise_sum(a, b, na="2.5") == (5.0, 3.5)
 
 
 def test_pairwise_sum_rejects_unknown_policy() -> None:

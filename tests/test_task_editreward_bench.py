@@ -184,11 +184,13 @@ def samples(record_dir: Path) -> dict[str, dict]:
 
 def test_k2_official_exact_and_the_paper_protocol(tmp_path: Path, env: dict[str, str], hub: Path) -> None:
     official = run(tmp_path / "a", env, hub, "--model", "er-brightness")["er-brightness"]
-    assert official["protocol"]["id"] == "editreward-3class" and official["protocol"]["tie_policy"] == "exact"
+    assert official["protocol"]["id"] == "editreward-3class"
+    assert official["protocol"]["tie_policy"] == "editreward-exact" and official["task"]["version"] == "2"
     assert official["task"]["kind"] == "pair" and official["task"]["info"]["revision"] == REVISION
-    # Scores (s1, s2) and predictions, exact 3-class: p01 12>8 A right; p02 9<15 B right; p03 10<11 B wrong;
-    # p04 10=10 tie right; p05 14>12 A vs tie wrong; p06 6<7 B vs both-bad wrong; p07 13>12 A vs B wrong;
-    # p09 16>13 A right. p08 unknown label (skipped), p10 corrupt image (data failure).
+    # Scores (s1, s2) as the official vote string, compared with the ranking string exactly (inference_2pair_hf.py
+    # line 130): p01 12>8 "A>B" right; p02 9<15 "B>A" right; p03 10<11 "B>A" vs "A>B" wrong; p04 10=10 "A=B" right;
+    # p05 14>12 "A>B" vs "A=B" wrong; p06 6<7 "B>A" vs "A=B=Bad" wrong (no vote can equal it); p07 13>12 "A>B" vs
+    # "B>A" wrong; p09 16>13 "A>B" right. p08 unknown label (skipped), p10 corrupt image (data failure).
     # Excluded: 4 right / 8 judged = 0.5. Counted wrong: 4 / 9 = 0.444...
     assert values(official, "accuracy") == pytest.approx((4 / 8, 4 / 9))
     acc = metric(official, "accuracy", "excluded")
@@ -217,18 +219,18 @@ def test_k2_official_exact_and_the_paper_protocol(tmp_path: Path, env: dict[str,
 def test_k2_tie_calibrated_epsilon_search(tmp_path: Path, env: dict[str, str], hub: Path) -> None:
     records = run(tmp_path, env, hub, "--model", "er-brightness,er-judge", "--protocol", "editreward-ties")
     scalar = records["er-brightness"]
-    assert scalar["protocol"]["tie_policy"] == "tie-calibrated"
-    # Gaps |s1 - s2| of the 8 judged pairs: p01 4, p02 6, p03 1, p04 0, p05 2, p06 1, p07 1, p09 3, so epsilon is
-    # tried at 0, 1, 2, 3, 4, 6. Right when: a winner while epsilon < gap and the scores point to it (p01 e<4,
-    # p02 e<6, p09 e<3; p03 and p07 never), a tie once epsilon >= gap (p04 always, p05 e>=2, p06 e>=1).
-    #   e=0: p01 p02 p04 p09 = 4      e=1: + p06 = 5      e=2: + p05 = 6
-    #   e=3: p09 lost = 5             e=4: p01 lost = 4   e=6: p02 lost = 3
-    # Best: epsilon 2, 6 / 8 = 0.75 (failures counted wrong: 6 / 9). The EditReward scorer gives the same:
-    # h = (1,-1,1,0,0,0,-1,1), m = s1-s2 = (4,-6,-1,0,2,-1,1,3); at e=2, C = 3 (p01 p02 p09), Thm = 3 -> 6/8.
-    assert values(scalar, "accuracy") == pytest.approx((6 / 8, 6 / 9))
-    assert metric(scalar, "accuracy", "excluded")["extra"] == {"epsilon": 2.0}
-    # A categorical judge has no gap to calibrate: its verdicts stand (p01 A, p02 B, p04 tie, p09 A right;
-    # p03 B, p05 A, p06 B, p07 A wrong) -> 4 / 8 at the only candidate epsilon, 0.
+    assert scalar["protocol"]["tie_policy"] == "editreward-ties"
+    # eval_bench.py reads the labels with get_pairwise_gt (lines 383-421): "A>B" +1, "B>A" -1, "A=B=Bad" 0, and a
+    # plain "A=B" by letter position, A first -> +1 (A preferred). So h = (p01 1, p02 -1, p03 1, p04 1, p05 1,
+    # p06 0, p07 -1, p09 1) and m = s1 - s2 = (4, -6, -1, 0, 2, -1, 1, 3). Right (suff_stats, lines 15-45): C when
+    # h*m > 0 and |m| > e, Thm when h = 0 and |m| <= e: p01 e<4, p02 e<6, p05 e<2, p09 e<3, p06 e>=1; p03, p04
+    # (a model tie against a preference) and p07 never. Thresholds 0, 1, 2, 3, 4, 6 (lines 469-481):
+    #   e=0: p01 p02 p05 p09 = 4   e=1: + p06 = 5   e=2: p05 lost = 4   e=3: 3   e=4: 2   e=6: 1
+    # First best: epsilon 1, 5 / 8 (failures counted wrong: 5 / 9).
+    assert values(scalar, "accuracy") == pytest.approx((5 / 8, 5 / 9))
+    assert metric(scalar, "accuracy", "excluded")["extra"] == {"epsilon": 1.0}
+    # A categorical judge has no gap to calibrate: its verdicts stand against the same labels (p01 A, p02 B,
+    # p05 A, p09 A right; p03 B, p04 tie, p06 B, p07 A wrong) -> 4 / 8 at the only candidate epsilon, 0.
     judge = records["er-judge"]
     assert values(judge, "accuracy") == pytest.approx((4 / 8, 4 / 9))
     assert metric(judge, "accuracy", "excluded")["extra"] == {"epsilon": 0.0}
@@ -253,15 +255,17 @@ def test_k3_group_all_correct(tmp_path: Path, env: dict[str, str], hub: Path) ->
     # er-brightness, per comparison (candidate_1 is the first letter):
     #   g1 A15 B12 C9:   A>B A>C B>C all right                          -> group right
     #   g2 A12 B14 C16:  A>B wrong (14 > 12), C>A right, C>B right       -> group wrong
-    #   g3 A13 B9 C13:   A>B right, A=C right (13 = 13), C>B right      -> group right
-    #   g4 A11 B10 C?:   A>B right, AvsC and BvsC fail (corrupt C)       -> group failed
+    #   g3 A13 B9 C13:   A>B right, "A=C" = "A=C" right (13 = 13), C>B right -> group right
+    #   g4 A11 B10 C?:   A>B right, AvsC and BvsC fail (corrupt C)       -> answered once, short of 3: wrong
     #   g5 A14 B11 C8:   A>B right, AvsC unknown label (skipped), B>C right -> group right on its 2 comparisons
-    # Groups: excluded 3 / 4 = 0.75, failures wrong 3 / 5 = 0.6.
+    # Groups (inference_3pair_hf.py lines 390-405: groups of the answered rows, right when all 3 are there and
+    # right): 3 / 5 under both failure policies, since no group lost every call.
     # Comparisons: right 3 + 2 + 3 + 1 + 2 = 11 of 12 judged; counted wrong 11 / 14.
-    assert values(scalar, "group-accuracy") == pytest.approx((3 / 4, 3 / 5))
+    assert values(scalar, "group-accuracy") == pytest.approx((3 / 5, 3 / 5))
     assert values(scalar, "accuracy") == pytest.approx((11 / 12, 11 / 14))
     group = metric(scalar, "group-accuracy", "wrong")
     assert (group["n_units"], group["n_failed"], group["n_label_skipped"]) == (5, 2, 1)
+    assert metric(scalar, "group-accuracy", "excluded")["n_units"] == 5  # g4 answered one call: it stays
 
     first = records["always-first"]
     # always-first picks candidate_1: g1 right 3/3 (group right); g2 A>B only (wrong); g3 A>B only, the tie A=C
@@ -333,7 +337,7 @@ def test_hub_snapshot_at_the_pinned_revision_offline(tmp_path: Path, env: dict[s
     assert record["spec"]["data"] is None and record["counts"]["expected"] == 15
     # run.json says which commit of the hub dataset was read
     assert record["data_snapshots"] == {"TIGER-Lab/EditReward-Bench": {"requested": REVISION, "commit": REVISION}}
-    assert values(record, "group-accuracy") == pytest.approx((3 / 4, 3 / 5))  # as in test_k3_group_all_correct
+    assert values(record, "group-accuracy") == pytest.approx((3 / 5, 3 / 5))  # as in test_k3_group_all_correct
     # resuming the finished run reads no data, and keeps the record of which commit the samples came from
     again = rrbench("run", "--task", "editreward-bench", "-T", "k=3", "--model", "er-brightness", "--quiet",
                     "--output", str(tmp_path / "runs"), env=offline, cwd=tmp_path)
@@ -430,3 +434,35 @@ def test_group_rule_and_task_shape() -> None:
     for bad in (1, 5, True, "2"):
         with pytest.raises(UserError, match="k must be 2, 3 or 4"):
             editreward_bench(k=bad)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------------- eval_bench.py
+
+# K=3 groups for EditReward's scorer of scalar reward models: levels of A, B, C and the relations of AvsB, AvsC, BvsC.
+STRICT = {
+    "s1": ((12, 11, 11), ("A>B", "A>C", "C>B")),  # human A>C>B, B and C scored equal
+    "s2": ((12, 11, 11), ("A>B", "A>C", "B>C")),  # human A>B>C, the same scores
+    "s3": ((15, 12, 9), ("A>B", "A>C", "B>C")),  # human A>B>C, strict scores in that order
+    "s4": ((13, 9, 13), ("A>B", "A=C", "C>B")),  # "A=C" is read by letter position: A preferred, so A>C>B
+}
+
+
+def test_k3_strict_ranking_accuracy_ranks_by_argsort(tmp_path: Path, env: dict[str, str],
+                                                     tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("strict")
+    write_parquet(folder / "3pair" / "train-00000-of-00001.parquet", group_rows(STRICT, "3pair"))
+    record = run(tmp_path, env, folder, "-T", "k=3", "--model", "er-brightness", "--protocol",
+                 "editreward-ties")["er-brightness"]
+    assert record["protocol"]["tie_policy"] == "editreward-without-ties"
+    # eval_bench.py lines 573-587: right when the human order equals tuple(np.argsort(scores)[::-1]).
+    # s1 scores (12, 11, 11): argsort -> (1, 2, 0), reversed (0, 2, 1) = A>C>B = human: right (no epsilon: the
+    #    equal B and C are ordered by argsort, which puts index 1 before 2).
+    # s2 the same model order against the human A>B>C: wrong.
+    # s3 (15, 12, 9) -> (0, 1, 2) = A>B>C: right.
+    # s4 human A>C>B (A=C read as A first, get_pairwise_gt lines 405-419); scores (13, 9, 13): argsort (1, 0, 2),
+    #    reversed (2, 0, 1) = C>A>B: wrong.
+    assert values(record, "strict-ranking-accuracy") == pytest.approx((2 / 4, 2 / 4))
+    # Pairwise accuracy without ties (lines 113-122, epsilon -1: a model tie is discordant; human ties left out,
+    # and "A=C" is no tie for this reader): s1 A>B A>C right, C>B vs 11=11 wrong; s2 A>B A>C right, B>C wrong;
+    # s3 3 right; s4 A>B right, A>C vs 13=13 wrong, C>B right -> 2 + 2 + 3 + 2 = 9 of 12.
+    assert values(record, "accuracy") == pytest.approx((9 / 12, 9 / 12))

@@ -188,8 +188,10 @@ def test_t2i_official_and_paper_protocols(tmp_path: Path, env: dict[str, str]) -
     check(official["luma"], (right, 7), (right, 8), n_total=9, n_scored=7, n_failed=1, n_label_skipped=1,
           failed_by_kind={"empty": 1})
     assert accuracy(official["luma"].record, "excluded")["extra"]["tie_split"] == pytest.approx(split)
-    # luma-verdict: r3 both_good 1 | r4 both_bad vs tievote 0 | r5 both_bad 1 | others as luma -> 4/7, 4/8
-    check(official["luma-verdict"], (4, 7), (4, 8), n_failed=1, failed_by_kind={"parse": 1})
+    # luma-verdict: r3 both_good 1 | r4 both_bad vs tievote 0 | r5 both_bad 1 | others as luma -> 4 right. Its
+    # answer on r8 has no [[...]] ("I cannot see the first image."): the official scorer reads no verdict and counts
+    # the row, wrong (inference.py lines 157-159), so it is judged, not failed, under the official rule -> 4/8, 4/8.
+    check(official["luma-verdict"], (4, 8), (4, 8), n_failed=0, n_scored=8)
     # always-first (verdict A): right only on leftvote rows r0, r1 -> 2/8 (it never fails)
     check(official["always-first"], (2, 8), (2, 8), n_failed=0, n_scored=8)
     # constant (every score equal, so every pair a tie at the median: both_good): right on the two tievote rows
@@ -224,9 +226,10 @@ def test_edit_official_and_paper_protocols(tmp_path: Path, env: dict[str, str]) 
     paper = run(env, tmp_path, "genai-bench-edit", data, "luma,luma-verdict", "--protocol", "rationalrewards-paper")
 
     # As for t2i, plus r9, whose missing image is a data failure of that sample only (the run goes on):
-    # luma 5/7 judged, 5/9 with the two failures (r8 empty, r9 data); luma-verdict 4/7 and 4/9
+    # luma 5/7 judged, 5/9 with the two failures (r8 empty, r9 data); luma-verdict 4/8 (its r8 answer without a
+    # verdict is read, and wrong) and 4/9 with the data failure
     check(official["luma"], (5, 7), (5, 9), n_total=10, n_failed=2, failed_by_kind={"data": 1, "empty": 1})
-    check(official["luma-verdict"], (4, 7), (4, 9), failed_by_kind={"data": 1, "parse": 1})
+    check(official["luma-verdict"], (4, 8), (4, 9), failed_by_kind={"data": 1})
     # paper: luma 5/7 (5/9); luma-verdict 5/7 (5/9)
     check(paper["luma"], (5, 7), (5, 9))
     check(paper["luma-verdict"], (5, 7), (5, 9))

@@ -61,18 +61,24 @@ def _run(tmp_path: Path, env: dict[str, str], *args: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------- HPDv2
 
 # (rank, image brightness factors; "same" repeats the previous file, "corrupt" is not an image)
-# Inversion = 1 - discordant / all pairs (HPSv2 code); a model tie is not discordant:
+# Official inversion (hpsv2/evaluation.py lines 100-105, src/training/train.py lines 358-368): the model's scores
+# become positions by argsort(-scores), a stable sort (equal scores keep the earlier image first); a pair is
+# discordant when positions and human ranks are strictly opposite; 1 - discordant / all pairs; the mean over every
+# prompt (score / total):
 #   A ranks 1,2,3,4, brightness 1 > .8 > .6 > .4: every pair concordant                         -> 1
-#   B ranks 1,2,3, brightness .4 < 1 = 1: (0,1) and (0,2) discordant, (1,2) a model tie        -> 1 - 2/3 = 1/3
+#   B ranks 1,3,2, brightness .4, 1, 1: positions 2, 0, 1; (0,1), (0,2) discordant, and (1,2) too: humans put
+#     image 2 first, the tie puts image 1 first                                                 -> 0
 #   C ranks 1,1,2 (human tie between 0 and 1: in the denominator, never discordant), brightness .4, .8, .6:
-#     (0,2) discordant (.4 < .6), (1,2) concordant; 3 pairs in all (HPSv2's code)                -> 1 - 1/3 = 2/3
-#   D ranks 1,1: no human-ordered pair                                                         -> label-skipped
+#     (0,2) discordant (.4 < .6), (1,2) concordant; 3 pairs in all                              -> 1 - 1/3 = 2/3
+#   D ranks 1,1: no human-ordered pair, nothing discordant, and it counts                       -> 1
 #   E rank ["a", 2]: an unknown label                                                          -> label-skipped
 #   F ranks 1,2 with a corrupt image                                                           -> data failure
-# official: (1 + 1/3 + 2/3) / 3 = 2/3; failures counted wrong: 2/3 * 3/4 = 1/2
+# official: (1 + 0 + 2/3 + 1) / 4 = 2/3; failures counted wrong: (8/3) / 5 = 8/15
+# inversion-ties (the alternative: a model tie is never discordant, D skipped): A 1, B 1 - 2/3 = 1/3, C 2/3
+#   -> (1 + 1/3 + 2/3) / 3 = 2/3; failures counted wrong: 2 / 4 = 1/2
 HPDV2_ROWS: list[tuple[Any, list[Any]]] = [
     ([1, 2, 3, 4], [1.0, 0.8, 0.6, 0.4]),
-    ([1, 2, 3], [0.4, 1.0, "same"]),
+    ([1, 3, 2], [0.4, 1.0, "same"]),
     ([1, 1, 2], [0.4, 0.8, 0.6]),
     ([1, 1], [0.5, 0.7]),
     (["a", 2], [0.5, 0.7]),
@@ -110,10 +116,17 @@ def test_hpdv2_inversion_by_hand(tmp_path: Path, env: dict[str, str], hpdv2_dir:
     record = _run(tmp_path, env, "--task", "hpdv2", "--model", "brightness", "--data", str(hpdv2_dir))
     excluded, wrong = record["metrics"]["overall"]
     assert (excluded["metric"], excluded["protocol"], excluded["tie_policy"]) == ("inversion", "hpdv2-inversion", None)
-    assert excluded["value"] == pytest.approx(2 / 3) and wrong["value"] == pytest.approx(1 / 2)
-    assert _coverage(excluded) == (6, 3, 1, 2)
+    assert excluded["value"] == pytest.approx(2 / 3) and wrong["value"] == pytest.approx(8 / 15)
+    assert _coverage(excluded) == (6, 4, 1, 1)
     assert excluded["failed_by_kind"] == {"data": 1}
     assert record["protocol"]["mode"] == "pointwise" and record["task"]["info"]["revision"] == HPDV2.revision
+    (tmp_path / "ties").mkdir()
+    ties = _run(tmp_path / "ties", env, "--task", "hpdv2", "--model", "brightness", "--data", str(hpdv2_dir),
+                "--protocol", "hpdv2-inversion-ties")
+    excluded, wrong = ties["metrics"]["overall"]
+    assert excluded["metric"] == "inversion-ties" and excluded["protocol"] == "hpdv2-inversion-ties"
+    assert excluded["value"] == pytest.approx(2 / 3) and wrong["value"] == pytest.approx(1 / 2)
+    assert _coverage(excluded) == (6, 3, 1, 2)
 
 
 def test_hpdv2_labels_keep_the_rank_list(hpdv2_dir: Path) -> None:

@@ -184,6 +184,8 @@ def test_managed_server_runs_logs_and_stops(vllm_python: str, vllm_env: dict[str
     assert record["model"]["engine"] == "vllm-serve" and engine["startup_s"] > 0
     log = (run_dir / LOG_NAME).read_text()
     assert "vllm.entrypoints.openai.api_server" in log.splitlines()[0] and "--enforce-eager" in log
+    # -M overrides the authors' limits (40960 tokens, 16 images: test_decoding.py) on the real command line
+    assert """--max-model-len 1024 --limit-mm-per-prompt '{"image": 2, "video": 0}'""" in log.splitlines()[0]
     assert record["counts"]["failed_by_kind"] == {"http": 3}
     assert not _processes_using(own_copy), "the vLLM server outlived the run"
 
@@ -194,6 +196,7 @@ def test_ctrl_c_while_the_server_starts_stops_it(vllm_python: str, vllm_env: dic
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "rrbench.cli", "run", "--task", "sanity", "-T", "n=2",
                              "--model", "rationalrewards-8b", "-M", f"path={own_copy}", "-M", "serve=true",
+                             "-M", "max_model_len=1024", "-M", "images_per_prompt=2",  # within the tiny model
                              "-M", "vllm_args=--enforce-eager", "--quiet", "--output", str(runs)],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60

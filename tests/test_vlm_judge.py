@@ -29,7 +29,8 @@ def _check_run(out: Path, n: int) -> dict:
         judgement = line["trials"][0]["judgements"][0]
         assert judgement["failure"] == line["failure"] and judgement["raw"]  # the raw output is kept
     assert record["protocol"]["mode"] == "pairwise"
-    assert record["model"]["parser_version"] and record["model"]["prompt_version"]
+    assert record["model"]["parser_version"] and record["model"]["prompt"] == "official"
+    assert list(record["model"]["prompts"]) == ["rationalrewards/pairwise-t2i@released-1"]  # the released prompt
     return record
 
 
@@ -69,9 +70,9 @@ def _query() -> Query:
 
 
 def _read(judge: VLMJudge, text: str, finish: str = "stop") -> object:
-    read = judge._verdict_judgement if judge.mode == "verdict" else judge._critique_judgement(
-        __import__("rrbench.models._rationalrewards_format", fromlist=["x"]).parse_pairwise)
-    return judge._judge(_query(), Completion(text, finish, {"completion_tokens": 9}), read)
+    query = _query()
+    spec = judge.prompt_for(query, "verdict" if judge.mode == "verdict" else judge.mode)
+    return judge._judge(query, spec, Completion(text, finish, {"completion_tokens": 9}))
 
 
 def test_completions_map_to_judgements_and_failure_kinds() -> None:
@@ -86,9 +87,15 @@ def test_completions_map_to_judgements_and_failure_kinds() -> None:
     )
     judgement = _read(critic, valid)
     assert judgement.ok and judgement.scores == (7.0, 5.0)  # type: ignore[attr-defined]
+    assert judgement.prompt == "rationalrewards/pairwise-t2i@released-1"  # type: ignore[attr-defined]
     judge = VLMJudge("g", {"t2i": "x"}, mode="verdict")
-    assert _read(judge, "B is better. [[B>A]]").verdict is Verdict.B  # type: ignore[attr-defined]
+    verdict = _read(judge, "B is better. [[B>A]]")
+    assert verdict.verdict is Verdict.B and verdict.prompt == "rrbench/verdict-t2i@1"  # type: ignore[attr-defined]
+    assert verdict.scores == ()  # type: ignore[attr-defined]  # a verdict carries no made-up scores
     assert _read(judge, "[[A=B=Bad]]").verdict is Verdict.BOTH_BAD  # type: ignore[attr-defined]
+    failed = _read(judge, "I cannot decide")
+    assert failed.failure is FailureKind.PARSE and failed.raw == "I cannot decide"  # type: ignore[attr-defined]
+    assert failed.prompt == "rrbench/verdict-t2i@1"  # type: ignore[attr-defined]  # an official rule may re-read it
 
 
 def test_api_judge_without_its_key_fails_fast_naming_the_variable(tmp_path: Path, cli_env: dict[str, str]) -> None:

@@ -18,9 +18,17 @@ Message = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Sampling:
+    """How to decode one request. ``top_p``/``top_k`` None: the checkpoint's generation config decides.
+
+    That is what the RationalRewards authors' evaluation did: its requests to a vLLM server carry only
+    temperature and max_tokens, so vLLM filled in top_p/top_k (and the penalties) from generation_config.json.
+    Every engine resolves None the same way, so one judge decodes alike whichever engine runs it.
+    """
+
     temperature: float = 0.1
     max_tokens: int = 2048
     top_p: float | None = None
+    top_k: int | None = None  # 0 or -1: no top-k cut
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logprobs: int | None = None  # top-k logprobs per token when the engine offers them

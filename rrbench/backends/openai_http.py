@@ -216,8 +216,12 @@ class OpenAIHTTPBackend(Backend):
     @staticmethod
     def _sampling(sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {"temperature": sampling.temperature, "max_tokens": sampling.max_tokens}
+        # Left out unless set: a vLLM server then applies the checkpoint's generation_config.json, as it did for
+        # the authors' evaluation. top_k is not OpenAI's: send it only to servers that take it (vLLM, SGLang).
         if sampling.top_p is not None:
             body["top_p"] = sampling.top_p
+        if sampling.top_k is not None:
+            body["top_k"] = sampling.top_k
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         if sampling.stop:

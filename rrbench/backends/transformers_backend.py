@@ -2,6 +2,10 @@
 
 The model is loaded once in ``start`` (in a worker thread, so the event loop keeps serving progress and Ctrl-C)
 and each batch of conversations is one left-padded ``generate`` call.
+
+Sampling follows the checkpoint's generation config the way vLLM reads it (see ``Sampling``): top_p/top_k left
+unset by the request come from generation_config.json, and where that file says nothing they are off (top_p 1,
+no top-k), as in vLLM, rather than transformers' own fallback of top_k=50.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ class TransformersBackend(Backend):
         self.max_pixels = max_pixels
         self._model: Any = None
         self._processor: Any = None
+        self.decoding: dict[str, Any] | None = None  # what the answers were decoded with
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "path": self.path, "device": self.device, "dtype": self.dtype,
-                "max_pixels": self.max_pixels}
+                "max_pixels": self.max_pixels, "decoding": self.decoding}
 
     async def start(self) -> None:
         if self._model is None:
@@ -73,16 +78,31 @@ class TransformersBackend(Backend):
         inputs = self._processor(text=texts, images=images or None, return_tensors="pt", padding=True)
         inputs = inputs.to(self._model.device)
         torch.manual_seed(sampling.seed or 0)  # sampled decoding reproducible per request seed
-        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "do_sample": sampling.temperature > 0}
-        if sampling.temperature > 0:
-            kwargs["temperature"] = sampling.temperature
-            if sampling.top_p is not None:
-                kwargs["top_p"] = sampling.top_p
+        kwargs = self.generate_kwargs(sampling)
         with torch.inference_mode():
             output = self._model.generate(**inputs, **kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         latency = (time.perf_counter() - start) / len(conversations)
         return [self._completion(row, inputs, i, sampling, latency) for i, row in enumerate(new_tokens)]
+
+    def generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
+        """``generate`` arguments: sampled at any temperature above 0 (whatever the checkpoint's do_sample says,
+        the request's temperature is the authors' choice), greedy at 0."""
+        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "do_sample": sampling.temperature > 0}
+        if sampling.temperature > 0:
+            config = self._model.generation_config
+            top_p = sampling.top_p if sampling.top_p is not None else config.top_p
+            top_k = sampling.top_k if sampling.top_k is not None else config.top_k
+            # Passed explicitly even when unset, so generate() does not fall back to its own top_k=50.
+            kwargs.update(temperature=sampling.temperature, top_p=1.0 if top_p is None else top_p,
+                          top_k=max(0, top_k or 0))  # 0 (or vLLM's -1): no top-k cut
+        self.decoding = {
+            "do_sample": kwargs["do_sample"], "temperature": sampling.temperature,
+            "top_p": kwargs.get("top_p", 1.0), "top_k": kwargs.get("top_k", 0),
+            "repetition_penalty": self._model.generation_config.repetition_penalty or 1.0,
+            "max_new_tokens": sampling.max_tokens, "seed": sampling.seed,
+        }
+        return kwargs
 
     def _completion(self, row: Any, inputs: Any, i: int, sampling: Sampling, latency: float) -> Completion:
         tokenizer = self._processor.tokenizer

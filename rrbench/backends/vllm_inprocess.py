@@ -4,6 +4,10 @@ No server and no HTTP: the highest-throughput engine for a single machine, since
 continuously. Images go in as PIL images (``image_pil`` parts), so nothing is re-encoded. ``engine_args`` are
 ``vllm serve``-style flags ("--enforce-eager --dtype float32") turned into ``LLM(...)`` keyword arguments, so one
 ``-M vllm_args=`` works for both vLLM engines.
+
+Decoding starts from ``LLM.get_default_sampling_params()``, vLLM's reading of the checkpoint's
+generation_config.json, exactly as vLLM's server fills in a request that leaves those fields unset: so this engine
+and a served model decode alike, and alike the authors' evaluation, which sent only temperature and max_tokens.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ def _value(text: str) -> Any:
         return text
 
 
+# What vLLM's chat server takes from the generation config when a request leaves it unset (its
+# ChatCompletionRequest._DEFAULT_SAMPLING_PARAMS), temperature aside: rrbench always sets that.
+GENERATION_CONFIG_FIELDS = ("top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
+
+
 class VLLMInProcessBackend(Backend):
     name = "vllm"
 
@@ -58,16 +67,19 @@ class VLLMInProcessBackend(Backend):
         self.options = options
         self.max_pixels = max_pixels
         self._llm: Any = None
+        self.generation_config: dict[str, Any] | None = None  # what vLLM read from the checkpoint
+        self.decoding: dict[str, Any] | None = None  # the SamplingParams the answers were decoded with
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "path": self.path, "options": self.options.__dict__,
-                "max_pixels": self.max_pixels}
+                "max_pixels": self.max_pixels, "generation_config": self.generation_config,
+                "decoding": self.decoding}
 
     def llm_kwargs(self) -> dict[str, Any]:
         return {
             "model": self.path,
             "max_model_len": self.options.max_model_len,
-            "limit_mm_per_prompt": {"image": self.options.images_per_prompt},
+            "limit_mm_per_prompt": self.options.mm_limits(),
             "tensor_parallel_size": self.options.tensor_parallel_size,
             **engine_kwargs(self.options.extra_args),
         }
@@ -79,6 +91,8 @@ class VLLMInProcessBackend(Backend):
     def _load(self) -> None:
         vllm = require("vllm", "vllm")
         self._llm = vllm.LLM(**self.llm_kwargs())
+        defaults = self._llm.get_default_sampling_params()
+        self.generation_config = {k: getattr(defaults, k) for k in GENERATION_CONFIG_FIELDS}
 
     async def close(self) -> None:
         self._llm = None
@@ -87,12 +101,24 @@ class VLLMInProcessBackend(Backend):
         await self.start()
         return await asyncio.to_thread(self._generate, conversations, sampling)
 
-    def _generate(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
+    def sampling_params(self, sampling: Sampling) -> Any:
+        """The checkpoint's defaults, overridden by what the request sets (top_p/top_k only when not None)."""
         vllm = require("vllm", "vllm")
+        assert self.generation_config is not None, "start() reads the generation config"
+        chosen = {"top_p": sampling.top_p, "top_k": sampling.top_k}
+        fields = {**self.generation_config, **{k: v for k, v in chosen.items() if v is not None}}
+        # A new SamplingParams rather than edits of the defaults, so vLLM's own checks and its greedy rule
+        # (temperature 0 ignores top_p/top_k) run on the final values.
         params = vllm.SamplingParams(
-            temperature=sampling.temperature, max_tokens=sampling.max_tokens, top_p=sampling.top_p or 1.0,
-            seed=sampling.seed, stop=list(sampling.stop) or None, logprobs=sampling.logprobs,
+            **fields, temperature=sampling.temperature, max_tokens=sampling.max_tokens, seed=sampling.seed,
+            stop=list(sampling.stop) or None, logprobs=sampling.logprobs,
         )
+        self.decoding = {k: getattr(params, k) for k in ("temperature", *GENERATION_CONFIG_FIELDS, "max_tokens",
+                                                         "seed")}
+        return params
+
+    def _generate(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
+        params = self.sampling_params(sampling)
         start = time.perf_counter()
         outputs = self._llm.chat([self._to_vllm(c) for c in conversations], params, use_tqdm=False)
         latency = (time.perf_counter() - start) / max(1, len(conversations))

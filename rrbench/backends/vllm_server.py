@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -46,19 +47,29 @@ def vllm_python() -> str | None:
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """What ``vllm serve`` is told; ``extra_args`` is passed through verbatim (e.g. "--enforce-eager")."""
+    """What ``vllm serve`` is told; ``extra_args`` is passed through verbatim (e.g. "--enforce-eager").
 
-    max_model_len: int = 32768
-    images_per_prompt: int = 3  # editing pairs show the source and two candidates
+    The limits are the RationalRewards authors' own server (diffusion_rl_training/start_server.sh at commit
+    44e27ab: ``--max-model-len 40960 --limit-mm-per-prompt '{"image": 16, "video": 0}'``; their evaluation README
+    recommends the same 40960), so every benchmark sample they scored is admitted here too: a prompt with more
+    images, or a long one plus 20,480 new tokens, would otherwise be refused with a 400 and counted as a failure.
+    """
+
+    max_model_len: int = 40960
+    images_per_prompt: int = 16
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
     extra_args: str = ""
     startup_timeout_s: float = 1800.0  # an 8B model's first load, compile and warm-up take minutes
 
+    def mm_limits(self) -> dict[str, int]:
+        # No video is ever sent; a zero limit keeps vLLM from reserving encoder memory for one at start-up.
+        return {"image": self.images_per_prompt, "video": 0}
+
     def flags(self) -> list[str]:
         return [
             "--max-model-len", str(self.max_model_len),
-            "--limit-mm-per-prompt", f'{{"image": {self.images_per_prompt}}}',
+            "--limit-mm-per-prompt", json.dumps(self.mm_limits()),
             "--tensor-parallel-size", str(self.tensor_parallel_size),
             "--data-parallel-size", str(self.data_parallel_size),
             *shlex.split(self.extra_args),

@@ -214,12 +214,14 @@ class PositionBias:
 
     ``a_first`` / ``b_first``: mean per-trial credit (samples.jsonl ``correct``) of the trials that showed the
     dataset's first / second candidate first, failed or unscored trials excluded. ``consistent``: samples whose two
-    trials both succeeded and predicted the same winner (or the same tie kind).
+    trials both succeeded and predicted the same winner (or the same tie kind). ``first_shown``: of the successful
+    trials that named a winner (ties left out), how many picked the image shown first; 50% is no position bias.
     """
 
     a_first: Rate
     b_first: Rate
     consistent: Rate
+    first_shown: Rate
 
 
 def position_bias(run_dir: Path) -> PositionBias | None:
@@ -231,6 +233,7 @@ def position_bias(run_dir: Path) -> PositionBias | None:
         a_first=_credit_rate(first for first, _ in both),
         b_first=_credit_rate(second for _, second in both),
         consistent=_consistency(both),
+        first_shown=_first_shown(both),
     )
 
 
@@ -260,6 +263,13 @@ def _credit_rate(trials: Iterable[_Judged]) -> Rate:
 def _consistency(pairs: Sequence[tuple[_Judged, _Judged]]) -> Rate:
     judged = [(a[1], b[1]) for a, b in pairs if a[1] is not None and b[1] is not None]
     return Rate(float(sum(a == b for a, b in judged)), len(judged))
+
+
+def _first_shown(pairs: Sequence[tuple[_Judged, _Judged]]) -> Rate:
+    # A-first trials show candidate 0 first, B-first trials candidate 1: picking it is a first-position win.
+    picks = [(a[1], 0) for a, _ in pairs] + [(b[1], 1) for _, b in pairs]
+    decided = [(cls, first) for cls, first in picks if cls in (0, 1)]
+    return Rate(float(sum(cls == first for cls, first in decided)), len(decided))
 
 
 # --------------------------------------------------------------------------------------------------- points

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rrbench import registry
+from rrbench.datarecord import data_status
 from rrbench.display import ci, pct
 from rrbench.leaderboard.report_assets import CSS, JS
 from rrbench.progress import Progress
@@ -525,7 +526,7 @@ def _head(record: Mapping[str, Any], run_dir: Path, problems: Sequence[str], sho
         f"<style>{css}</style>",
         "</head><body>",
         f"<h1>{_e(title)}</h1>",
-        *[f'<p class="banner" role="alert">{_e(p)}</p>' for p in problems],
+        *[f'<p class="banner" role="alert">{_e(p)}</p>' for p in [*_partial(record), *problems]],
         _run_summary(record, run_dir),
         _metrics_section(record),
         _categories_section(record),
@@ -533,6 +534,13 @@ def _head(record: Mapping[str, Any], run_dir: Path, problems: Sequence[str], sho
         _filters(shown, n_logged),
         '<main class="cards">',
     ])
+
+
+def _partial(record: Mapping[str, Any]) -> list[str]:
+    """A banner when the run judged fewer or other samples than the registered benchmark: its numbers are not
+    the benchmark's."""
+    data = data_status(record)
+    return [data.line()] if data.partial else []
 
 
 def _tail(record: Mapping[str, Any]) -> str:

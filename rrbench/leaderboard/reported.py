@@ -1,9 +1,11 @@
-"""Published numbers (``leaderboards/reported.json``): one entry per number, with its source and protocol.
+"""Published numbers (``reported.json`` beside this module, package data): one entry per number, with its source
+and protocol.
 
-The file is written by hand from the papers and official leaderboards (see ``../shared/REPORTED.md``) and is the
-only hand-edited file in ``leaderboards/``. Each entry places its number in a benchmark setting (task, task
-version, task arguments) and a metric, and names the protocol the source used: an rrbench protocol id where it is
-the same procedure, otherwise a description that matches no measured protocol, so the two are never merged.
+The file is written by hand from the papers and official leaderboards (see ``../shared/REPORTED.md``) and ships
+inside the package, so ``rrbench leaderboard`` shows it from any folder. Each entry places its number in a benchmark
+setting (task, task version, task arguments) and a metric, and names the protocol the source used: an rrbench
+protocol id where it is the same procedure, otherwise a description that matches no measured protocol, so the two
+are never merged.
 """
 
 from __future__ import annotations

@@ -8,8 +8,11 @@ Vocabulary:
   versions never share a column or a table.
 * a **row** is one judge under one setting. Measured rows: the model with its ``-M`` arguments, and the setting
   (the protocol choice, ``official`` or a named alternative, plus any override suffix of the protocol id, plus
-  ``--limit``, ``--seed``, ``--mode`` and the checkpoint folder's name when given). Where the data came from
-  (``--data`` or the hub) is not part of it: the same benchmark read from a local copy is the same setting.
+  ``--limit``, ``--seed``, ``--mode`` and the checkpoint folder's name when given, plus ``partial`` when the run
+  judged fewer or other samples than the registered benchmark: see ``rrbench.datarecord``). Where the data came
+  from (``--data`` or the hub) is not part of it otherwise: a complete local copy is the same setting. Partial runs
+  are never in the preference table (it reads as the benchmarks' numbers); the per-task tables show them with a
+  note giving n and the reason.
   Reported rows: one published source's numbers for a judge. A measured and a reported number are never in one
   row, so they can never merge, and each cell names its own protocol.
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rrbench import registry
+from rrbench.datarecord import data_status
 from rrbench.leaderboard.collect import RunEntry
 from rrbench.leaderboard.reported import Reported
 
@@ -177,6 +181,8 @@ def measured_setting(entry: RunEntry) -> str:
         extras.append(f"seed={spec['seed']}")
     if (entry.spec.get("model_args") or {}).get("path"):
         extras.append(f"path={Path(str(spec['model_args']['path'])).name}")
+    if data_status(entry.record).partial:  # its own row: never merged with (or mistaken for) a full run
+        extras.append("partial")
     return "+".join([family, *extras])
 
 
@@ -212,11 +218,12 @@ class _Rows:
         return self.rows[key]
 
     def sorted(self) -> list[Row]:
-        """Rows for output: by model name, measured before reported; the bookkeeping of _place dropped."""
+        """Rows for output: the user's measured rows first, then the published ones, each by model name; the
+        bookkeeping of _place dropped."""
         rank = {MEASURED: 0, REPORTED: 1}
         for row in self.rows.values():
             row.info = {k: v for k, v in row.info.items() if not k.startswith("updated:")}
-        return sorted(self.rows.values(), key=lambda r: (r.sort_key.lower(), rank[r.origin], r.judge, r.setting))
+        return sorted(self.rows.values(), key=lambda r: (rank[r.origin], r.sort_key.lower(), r.judge, r.setting))
 
 
 class _Footnotes:
@@ -256,10 +263,14 @@ def preference_table(entries: Sequence[RunEntry], reported: Sequence[Reported]) 
     by_setting = {c.setting: c for c in columns}
     rows, sources, notes = _Rows(), _Footnotes(), _Footnotes()
     dup: list[str] = []
+    left_out = 0
     for entry in entries:
         column = by_setting.get(entry_setting(entry))
         cell = measured_cell(entry, column.metric, "excluded") if column else None
         if column is None or cell is None:
+            continue
+        if data_status(entry.record).partial:  # this table reads as the benchmark's numbers: partial runs never
+            left_out += 1
             continue
         row = rows.get(judge_label(entry), MEASURED, measured_setting(entry), entry.model)
         _place(row, column.id, cell, entry.updated, dup)
@@ -274,8 +285,10 @@ def preference_table(entries: Sequence[RunEntry], reported: Sequence[Reported]) 
                "[95% bootstrap CI] · protocol, failures excluded (the per-task tables also count them as wrong). "
                "Reported rows: the published number · the source's protocol, the source named in the setting "
                "column.")
+    partial = ([f"{left_out} partial run(s) left out (fewer or other samples than the registered benchmark: "
+                "a smaller local copy, --limit, other content); they are in the per-task tables"] if left_out else [])
     return Table("preference", "Preference accuracy", columns, [r for r in out if r.cells], sources=sources.items,
-                 notes=notes.items + sorted(set(dup)), caption=caption)
+                 notes=notes.items + sorted(set(dup)) + partial, caption=caption)
 
 
 def _table1_columns(entries: Sequence[RunEntry], reported: Sequence[Reported]) -> list[Column]:
@@ -315,6 +328,8 @@ def _task_table(setting: Setting, entries: Sequence[RunEntry], reported: Sequenc
     dup: list[str] = []
     for entry in entries:
         row = rows.get(judge_label(entry), MEASURED, measured_setting(entry), entry.model)
+        if (data := data_status(entry.record)).partial:
+            dup.append(f"{row.judge} / {row.setting}: {data.line()}")
         counts = entry.record.get("counts") or {}
         row.info.update(protocol=entry.protocol_id, n=str(counts.get("recorded", "")),
                         failed=str(counts.get("failed", "")), skipped=str(counts.get("label_skipped", "")),

@@ -1,13 +1,77 @@
-"""Seeded percentile cluster bootstrap of a ratio of sums: the CI every rrbench number carries."""
+"""The 95% interval every rrbench number carries: exact where the number is a plain proportion, else a seeded
+percentile cluster bootstrap, and never a zero-width interval on a proportion (docs/statistics.md).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 # Bound the (resamples x clusters) index matrix so 10k clusters x 1000 resamples stays a few tens of MB.
 _MAX_CELLS = 4_000_000
+_TOLERANCE = 1e-12  # cluster means computed as sums / sizes: equal values may differ in the last bits
+
+CLOPPER_PEARSON = "clopper-pearson"
+CLUSTER_BOOTSTRAP = "cluster-bootstrap"
+CLUSTER_EXACT = "cluster-exact"
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+    method: str  # one of CLOPPER_PEARSON, CLUSTER_BOOTSTRAP, CLUSTER_EXACT
+
+
+def metric_ci(
+    credits: Sequence[float] | np.ndarray,
+    clusters: Sequence[Hashable],
+    *,
+    proportion: bool,
+    seed: int,
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> Interval:
+    """The interval of sum(credit) / n for one metric.
+
+    A proportion (every credit in [0, 1] and the metric a share of right answers) of 0/1 credits, one unit per
+    cluster, is a binomial count: Clopper-Pearson, exact and never narrower than its level. Clustered units (both
+    orders of a sample, the comparisons of a group) or fractional credit break that model, so they get the cluster
+    bootstrap; but the bootstrap of clusters that all have one value has zero width (every resample is that value),
+    which would claim certainty from a finite sample, so a proportion then gets Clopper-Pearson on the clusters.
+    """
+    values = np.asarray(credits, dtype=float)
+    _check(values, clusters, n_boot, level)
+    if proportion and _is_binary(values) and len(set(clusters)) == values.size:
+        low, high = clopper_pearson(int(values.sum()), values.size, level)
+        return Interval(low, high, CLOPPER_PEARSON)
+    sums, sizes = _cluster_totals(values, clusters)
+    means = sums / sizes
+    if proportion and float(np.ptp(means)) <= _TOLERANCE:
+        low, high = clopper_pearson(float(means.sum()), means.size, level)
+        return Interval(low, high, CLUSTER_EXACT)
+    low, high = _percentile(sums, sizes, seed, n_boot, level)
+    return Interval(low, high, CLUSTER_BOOTSTRAP)
+
+
+def clopper_pearson(k: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a proportion of k successes in n trials.
+
+    A whole k goes to scipy's binomial test. A fractional k (clusters that all scored, say, one half) uses the same
+    beta-quantile formula with k as is: a [0, 1] variable is at its most spread out when it is 0/1, so treating the
+    clusters as coin flips of that mean errs on the wide side.
+    """
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n >= 1 (got k={k}, n={n})")
+    whole = round(k)
+    if abs(k - whole) <= 1e-9:
+        ci = stats.binomtest(int(whole), n).proportion_ci(confidence_level=level, method="exact")
+        return float(ci.low), float(ci.high)
+    tail = (1 - level) / 2
+    return float(stats.beta.ppf(tail, k, n - k + 1)), float(stats.beta.ppf(1 - tail, k + 1, n - k))
 
 
 def bootstrap_ci(
@@ -24,17 +88,32 @@ def bootstrap_ci(
     they are drawn together; each resample's value is its credit total over its unit count, as the metric is.
     """
     values = np.asarray(credits, dtype=float)
+    _check(values, clusters, n_boot, level)
+    sums, sizes = _cluster_totals(values, clusters)
+    return _percentile(sums, sizes, seed, n_boot, level)
+
+
+def _check(values: np.ndarray, clusters: Sequence[Hashable], n_boot: int, level: float) -> None:
     if values.size == 0 or values.size != len(clusters):
         raise ValueError(f"need one cluster per credit and at least one unit (got {values.size}, {len(clusters)})")
     if n_boot < 1 or not 0 < level < 1:
         raise ValueError(f"n_boot must be >= 1 and level in (0, 1) (got {n_boot}, {level})")
+
+
+def _is_binary(values: np.ndarray) -> bool:
+    return bool(np.all((values == 0.0) | (values == 1.0)))
+
+
+def _cluster_totals(values: np.ndarray, clusters: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
     # Sorted unique keys make the cluster numbering, hence the draws, independent of the units' order.
     _, cluster_of = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
-    sums = np.bincount(cluster_of, weights=values)
-    sizes = np.bincount(cluster_of).astype(float)
-    stats = _resample(sums, sizes, np.random.default_rng(seed), n_boot)
+    return np.bincount(cluster_of, weights=values), np.bincount(cluster_of).astype(float)
+
+
+def _percentile(sums: np.ndarray, sizes: np.ndarray, seed: int, n_boot: int, level: float) -> tuple[float, float]:
+    resampled = _resample(sums, sizes, np.random.default_rng(seed), n_boot)
     tail = (1 - level) / 2
-    low, high = np.quantile(stats, [tail, 1 - tail])
+    low, high = np.quantile(resampled, [tail, 1 - tail])
     return float(low), float(high)
 
 

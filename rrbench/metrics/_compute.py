@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rrbench import registry
-from rrbench.metrics._bootstrap import bootstrap_ci
+from rrbench.metrics._bootstrap import CLUSTER_BOOTSTRAP, metric_ci
 from rrbench.metrics._core import FAILURE_POLICIES, MetricContext, Tally
-from rrbench.metrics._ties import check_tie_policy
+from rrbench.metrics._rules import check_tie_policy
 from rrbench.types import Protocol, SampleResult
 
 
 @dataclass(frozen=True)
 class MetricResult:
-    """One reported number with its protocol, 95% CI and coverage. ``value`` is a fraction in [0, 1] (or None)."""
+    """One reported number with its protocol, 95% CI and coverage. ``value`` is a fraction in [0, 1] (or None).
+
+    ``n_samples`` is what a reader calls n: the samples whose units are counted in the value. ``n_units`` can be
+    larger (both presentation orders of a sample, every pair of a ranking) or smaller (groups of samples); ``unit``
+    says which. Records written before these fields existed read with ``n_samples = n_units``, ``unit = None`` and,
+    where they have a CI, ``ci_method = "cluster-bootstrap"`` (the only interval rrbench computed then).
+    """
 
     metric: str
     protocol: str
@@ -30,6 +37,9 @@ class MetricResult:
     n_failed: int  # samples with a model failure
     failed_by_kind: dict[str, int]
     n_label_skipped: int  # samples that yielded no unit because of their label (or were never judged)
+    n_samples: int | None = None  # distinct samples counted in the value (rows of the counted groups for groups)
+    unit: str | None = None  # what n_units counts: "sample", "trial", "comparison", "group" or "cluster"
+    ci_method: str | None = None  # "clopper-pearson", "cluster-exact" or "cluster-bootstrap"; None without a CI
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -37,7 +47,52 @@ class MetricResult:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> MetricResult:
-        return cls(**{**obj, "failed_by_kind": dict(obj["failed_by_kind"]), "extra": dict(obj.get("extra") or {})})
+        legacy_method = CLUSTER_BOOTSTRAP if obj.get("ci_low") is not None else None
+        return cls(**{
+            **obj,
+            "n_samples": obj.get("n_samples", obj["n_units"]),
+            "ci_method": obj.get("ci_method", legacy_method),
+            "failed_by_kind": dict(obj["failed_by_kind"]),
+            "extra": dict(obj.get("extra") or {}),
+        })
+
+
+@dataclass(frozen=True)
+class SampleIndex:
+    """What a metric's unit clusters are matched against to count samples: the results' sample ids (with their
+    number of trials) and their ``meta["group"]`` keys (with the number of rows in each group)."""
+
+    trials: Mapping[str, int]
+    group_rows: Mapping[str, int]
+
+    @classmethod
+    def of(cls, results: Sequence[SampleResult]) -> SampleIndex:
+        # Validation rows only choose a threshold: they are never in a counted group.
+        groups = Counter(str(r.meta["group"]) for r in results
+                         if "group" in r.meta and r.meta.get("split") != "validation")
+        return cls({r.sample_id: len(r.trials) for r in results}, dict(groups))
+
+    def count(self, clusters: Sequence[str]) -> tuple[int, str | None]:
+        """(n_samples, unit) of the counted units with these clusters.
+
+        Units clustered by sample (accuracy, the rank metrics) count their distinct clusters; units clustered by
+        group count every row of their groups. A cluster that is neither (a plug-in's own) counts as one sample,
+        and the unit is then named "cluster".
+        """
+        per_cluster = Counter(clusters)
+        if not per_cluster:
+            return 0, None
+        if all(c in self.trials for c in per_cluster):
+            return len(per_cluster), self._sample_unit(per_cluster)
+        if all(c in self.group_rows or c in self.trials for c in per_cluster):
+            return sum(self.group_rows.get(c, 1) for c in per_cluster), "group"
+        return len(per_cluster), "cluster"
+
+    def _sample_unit(self, per_cluster: Counter[str]) -> str:
+        if all(n == 1 for n in per_cluster.values()):
+            return "sample"
+        # More units than trials in a sample: every pair of a ranking or score label is a comparison.
+        return "trial" if all(n <= self.trials[c] for c, n in per_cluster.items()) else "comparison"
 
 
 def metric_context(protocol: Protocol) -> MetricContext:
@@ -55,13 +110,24 @@ def tally(name: str, results: Sequence[SampleResult], ctx: MetricContext) -> Tal
 
 
 def summarize_tally(
-    name: str, counted: Tally, failure_policy: str, protocol_id: str, *, seed: int, n_boot: int
+    name: str,
+    counted: Tally,
+    failure_policy: str,
+    protocol_id: str,
+    *,
+    seed: int,
+    n_boot: int,
+    index: SampleIndex | None = None,
 ) -> MetricResult:
+    """One metric under one failure policy; ``n_boot=0`` leaves out the CI. Without an ``index`` of the results
+    the clusters cannot be matched to samples, and ``n_samples`` counts distinct clusters."""
     credits, clusters = counted.credits(failure_policy)
     value = sum(credits) / len(credits) if credits else None
-    low = high = None
+    low = high = method = None
     if credits and n_boot > 0:
-        low, high = bootstrap_ci(credits, clusters, seed=seed, n_boot=n_boot)
+        interval = metric_ci(credits, clusters, proportion=_is_proportion(counted, credits), seed=seed, n_boot=n_boot)
+        low, high, method = interval.low, interval.high, interval.method
+    n_samples, unit = (index or SampleIndex({}, {})).count(clusters)
     cov = counted.coverage
     return MetricResult(
         metric=name,
@@ -77,8 +143,18 @@ def summarize_tally(
         n_failed=cov.n_failed,
         failed_by_kind=dict(cov.failed_by_kind),
         n_label_skipped=cov.n_label_skipped,
+        n_samples=n_samples,
+        unit=unit,
+        ci_method=method,
         extra=dict(counted.extra),
     )
+
+
+def _is_proportion(counted: Tally, credits: Sequence[float]) -> bool:
+    """A share of right answers: the metrics a tie policy applies to (pairwise and group accuracy) credit each unit
+    in [0, 1]. Rank metrics (tie policy None) are means of per-sample scores, correlations even below 0, so an
+    exact binomial interval says nothing about them."""
+    return counted.tie_policy is not None and all(0.0 <= c <= 1.0 for c in credits)
 
 
 def compute_metrics(
@@ -103,8 +179,10 @@ def _evaluate(
     results: Sequence[SampleResult], protocol: Protocol, ctx: MetricContext, seed: int, n_boot: int
 ) -> list[dict[str, Any]]:
     rows = []
+    index = SampleIndex.of(results)
     for name in protocol.metrics:
         counted = tally(name, results, ctx)
         for policy in FAILURE_POLICIES:
-            rows.append(summarize_tally(name, counted, policy, protocol.id, seed=seed, n_boot=n_boot).to_json())
+            row = summarize_tally(name, counted, policy, protocol.id, seed=seed, n_boot=n_boot, index=index)
+            rows.append(row.to_json())
     return rows

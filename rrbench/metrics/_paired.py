@@ -1,7 +1,12 @@
-"""Paired comparison of two runs on the same samples: a paired bootstrap CI of the difference, and McNemar.
+"""Paired comparison of two runs on the same samples: a paired bootstrap CI of the difference, and an exact test.
 
 Comparing two CIs computed separately throws away the pairing (both runs saw the same samples), which makes them
 far wider than the uncertainty of the difference itself; so each sample's credit is compared with its twin.
+
+The test is McNemar's when every paired cluster is simply right or wrong in both runs, and otherwise the sign test
+on the per-cluster differences: with fractional credit (both orders averaged, half credit for a tie, group
+means) a cluster can be better in one run without being 0 in one and 1 in the other, and McNemar would see no
+discordant cluster at all. On 0/1 credit the two are the same test; the name says which question was asked.
 """
 
 from __future__ import annotations
@@ -10,11 +15,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from rrbench.metrics._bootstrap import bootstrap_ci
 from rrbench.metrics._compute import metric_context, tally
 from rrbench.metrics._core import FAILURE_POLICIES, Tally
 from rrbench.types import Protocol, SampleResult, UserError
+
+_SAME = 1e-12
 
 
 def paired_compare(
@@ -58,26 +66,45 @@ def _compare(name: str, a: Tally, b: Tally, failure_policy: str, *, seed: int, n
     keys = sorted(credit_a.keys() & credit_b.keys())
     xa = np.array([credit_a[k] for k in keys], dtype=float)
     xb = np.array([credit_b[k] for k in keys], dtype=float)
-    b01 = int(np.count_nonzero((xa == 0) & (xb == 1)))
-    b10 = int(np.count_nonzero((xa == 1) & (xb == 0)))
     row: dict[str, Any] = {
         "metric": name,
         "tie_policy": a.tie_policy,
         "failure_policy": failure_policy,
-        "n_paired": len(keys),
+        "n_paired": len(keys),  # clusters in both runs (samples; groups for group-accuracy): the bootstrap's n
         "value_a": float(xa.mean()) if keys else None,
         "value_b": float(xb.mean()) if keys else None,
         "diff": float((xb - xa).mean()) if keys else None,
         "ci_low": None,
         "ci_high": None,
-        # b01: a wrong and b right; b10: a right and b wrong (clusters with 0/1 credit in both runs only)
-        "mcnemar": {"b01": b01, "b10": b10, "p_value": mcnemar_exact_p(b01, b10)},
+        "ci_method": None,
+        "test": paired_test(xa, xb),
         "extra_a": dict(a.extra),
         "extra_b": dict(b.extra),
     }
     if keys and n_boot > 0:
         row["ci_low"], row["ci_high"] = bootstrap_ci(xb - xa, keys, seed=seed, n_boot=n_boot)
+        row["ci_method"] = "paired-cluster-bootstrap"
     return row
+
+
+def paired_test(xa: np.ndarray, xb: np.ndarray) -> dict[str, Any]:
+    """Exact two-sided test of "neither run is better", on per-cluster credits of the same clusters.
+
+    ``n`` is the number of clusters the test used: those where the runs differ (McNemar's discordant pairs, the
+    sign test's nonzero differences); clusters scored alike carry no information on which run is better.
+    """
+    binary = bool(np.all(np.isin(xa, (0.0, 1.0)) & np.isin(xb, (0.0, 1.0))))
+    diff = xb - xa
+    # Cluster means are sums over sizes: two equal credits reached by different sums may differ in the last bits.
+    b_better = int(np.count_nonzero(diff > _SAME))
+    a_better = int(np.count_nonzero(diff < -_SAME))
+    return {
+        "name": "mcnemar-exact" if binary else "sign-test",
+        "n": b_better + a_better,
+        "n_b_better": b_better,
+        "n_a_better": a_better,
+        "p_value": _two_sided_binomial_p(b_better, a_better),
+    }
 
 
 def _cluster_means(counted: Tally, failure_policy: str) -> dict[str, float]:
@@ -91,14 +118,11 @@ def _cluster_means(counted: Tally, failure_policy: str) -> dict[str, float]:
 
 
 def mcnemar_exact_p(b01: int, b10: int) -> float:
-    """Exact two-sided McNemar: twice the binomial(n, 1/2) tail of the rarer discordant count, capped at 1.
+    """Exact two-sided McNemar p from the discordant counts (b01: only B right, b10: only A right)."""
+    return _two_sided_binomial_p(b01, b10)
 
-    Computed in integers, so it stays exact for thousands of discordant samples; each binomial coefficient comes
-    from the previous one (C(n, i+1) = C(n, i) (n - i) / (i + 1), an exact division) rather than from scratch.
-    """
-    n = b01 + b10
-    term = tail = 1
-    for i in range(min(b01, b10)):
-        term = term * (n - i) // (i + 1)
-        tail += term
-    return min(1.0, 2 * tail / 2**n)
+
+def _two_sided_binomial_p(k: int, other: int) -> float:
+    """Binomial(k + other, 1/2) two-sided p of k; 1 with nothing to compare (scipy needs n >= 1)."""
+    n = k + other
+    return 1.0 if n == 0 else float(stats.binomtest(k, n, 0.5).pvalue)

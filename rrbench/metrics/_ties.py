@@ -1,168 +1,40 @@
-"""Tie policies: how one pairwise prediction earns credit against a human label. The policy names are public API.
+"""From recorded trials to pairwise comparisons under a tie/credit rule, and the calibration of the rules' knobs.
 
-A pair's human class and predicted class are ``0`` / ``1`` (the preferred candidate) or a tie kind (``"tie"``,
-``"both_good"``, ``"both_bad"``). Two policies derive the predicted class from the score gap with a knob chosen on
-data (``tie-calibrated``: epsilon; ``pickapic``: threshold t); the others take the judge's class as given.
+The rules themselves are plug-ins (see ``_rules.py``); this module turns a sample result into comparison units
+(one per trial for a pair label, one per candidate pair for a ranking or score label), asks the rule for the human
+and predicted classes, and chooses the knob of a calibrated rule (the tie epsilon, the Pick-a-Pic threshold).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any
 
 import numpy as np
 
 from rrbench.metrics._core import trial_failure
-from rrbench.types import FailureKind, Label, LabelKind, Prediction, SampleResult, UserError, Verdict
-
-PairClass: TypeAlias = int | str
-
-TIE = "tie"
-BOTH_GOOD, BOTH_BAD = "both_good", "both_bad"
-TIE_KINDS = frozenset({"tie", "both_good", "both_bad"})
-
-TIE_POLICIES: dict[str, str] = {
-    "exact": "3-class exact match (A / B / tie); every tie kind, human or predicted, is the one class 'tie'",
-    "ties-excluded": "human ties skipped (label-skipped); a predicted tie is wrong",
-    "genai-4way": "GenAI-Bench official 4 classes (A, B, both good, both bad); a bare [[A=B]] fits either; a score "
-                  "tie is both good at or above the tie split (options or the run's median score), else both bad",
-    "tie-calibrated": "Deutsch et al. 2023: tie when |s0 - s1| <= epsilon, epsilon swept for the best 3-class accuracy",
-    "pickapic": "Pick-a-Pic v2 official: tie when |p0 - p1| <= t, half credit for a half-tie, t chosen on validation",
-    "imagereward": "ImageRewardDB: only pairs with a strict human order; a model tie is wrong",
-}
-
-# Policies under which a human tie is not a scorable label.
-_SKIPS_HUMAN_TIES = frozenset({"ties-excluded", "imagereward"})
-
-_VERDICT_CLASS: dict[Verdict, PairClass] = {
-    Verdict.A: 0,
-    Verdict.B: 1,
-    Verdict.TIE: "tie",
-    Verdict.BOTH_GOOD: "both_good",
-    Verdict.BOTH_BAD: "both_bad",
-}
-
-
-def check_tie_policy(name: str) -> None:
-    if name not in TIE_POLICIES:
-        raise UserError(f"unknown tie policy {name!r} (known: {', '.join(TIE_POLICIES)})")
-
-
-# --------------------------------------------------------------------------------------------------- classes
-
-
-def human_class(label: Label) -> PairClass | None:
-    """The class of a two-candidate label, or None when the label is not one (unknown, ranking, bad index)."""
-    if label.kind is LabelKind.WINNER and label.winner in (0, 1):
-        return label.winner
-    if label.kind.is_tie:
-        return label.kind.value
-    return None
-
-
-def pair_scores(pred: Prediction) -> tuple[float, float] | None:
-    """The two scores when both are real numbers; a NaN would compare as a silent tie, so it is unusable."""
-    if len(pred.scores) != 2:
-        return None
-    s0, s1 = pred.scores
-    if s0 is None or s1 is None or not (math.isfinite(s0) and math.isfinite(s1)):
-        return None
-    return float(s0), float(s1)
-
-
-def usable(pred: Prediction | None) -> bool:
-    return pred is not None and (pred.verdict is not None or pair_scores(pred) is not None)
-
-
-def predicted_class(pred: Prediction) -> PairClass | None:
-    """0 / 1 for a winner or a tie kind: from the verdict if set, else from the scores; None if neither is usable."""
-    if pred.verdict is not None:
-        return _VERDICT_CLASS[pred.verdict]
-    scores = pair_scores(pred)
-    return None if scores is None else _order(*scores)
-
-
-def _order(s0: float, s1: float) -> PairClass:
-    return 0 if s0 > s1 else 1 if s1 > s0 else TIE
-
-
-def _merged(cls: PairClass) -> PairClass:
-    return TIE if cls in TIE_KINDS else cls
+from rrbench.metrics._rules import (
+    TIE,
+    TIE_KINDS,
+    UNREAD,
+    Meta,
+    PairClass,
+    PairRule,
+    get_rule,
+    merged,
+    order_class,
+    pair_scores,
+    predicted_class,
+    usable,
+)
+from rrbench.types import FailureKind, Label, LabelKind, Prediction, SampleResult, Trial
 
 
 def prob_gap(s0: float, s1: float) -> float:
     """|p0 - p1| for p = softmax(s0, s1); equal to |tanh((s0 - s1) / 2)|, which cannot overflow on large logits."""
     return abs(math.tanh((s0 - s1) / 2))
-
-
-def policy_class(pred: Prediction, policy: str, epsilon: float = 0.0, threshold: float = 0.0) -> PairClass | None:
-    """The predicted class as the policy reads it: the calibrated policies re-derive ties from the score gap.
-
-    A trial with only a verdict (a categorical judge) keeps its verdict under every policy.
-    """
-    scores = pair_scores(pred)
-    if policy == "tie-calibrated" and scores is not None:
-        return TIE if abs(scores[0] - scores[1]) <= epsilon else _order(*scores)
-    if policy == "pickapic" and scores is not None:
-        return TIE if prob_gap(*scores) <= threshold else _order(*scores)
-    if policy == "genai-4way" and pred.verdict is None and scores is not None and scores[0] == scores[1]:
-        # A score judge cannot say "both good" or "both bad": its tie is split by the tie-split score.
-        return BOTH_GOOD if scores[0] >= threshold else BOTH_BAD
-    return predicted_class(pred)
-
-
-# --------------------------------------------------------------------------------------------------- credit
-
-
-def skips_label(policy: str, human: PairClass) -> bool:
-    return policy in _SKIPS_HUMAN_TIES and human in TIE_KINDS
-
-
-def class_credit(policy: str, human: PairClass, predicted: PairClass) -> float:
-    if policy == "genai-4way":
-        return 1.0 if _genai_match(human, predicted) else 0.0
-    if policy == "pickapic":
-        return _pickapic_credit(human, predicted)
-    # exact and tie-calibrated: 3 classes; ties-excluded and imagereward: human ties never get here, so a
-    # predicted tie (merged to "tie") can never match a winner.
-    return 1.0 if _merged(human) == _merged(predicted) else 0.0
-
-
-def _genai_match(human: PairClass, predicted: PairClass) -> bool:
-    if human == TIE:
-        return predicted in TIE_KINDS
-    if human in TIE_KINDS:
-        # The official scorer accepts a bare [[A=B]] for either tie kind.
-        return predicted in (human, TIE)
-    return predicted == human
-
-
-def _pickapic_credit(human: PairClass, predicted: PairClass) -> float:
-    human_tie, predicted_tie = human in TIE_KINDS, predicted in TIE_KINDS
-    if human_tie and predicted_tie:
-        return 1.0
-    if human_tie or predicted_tie:
-        return 0.5
-    return 1.0 if human == predicted else 0.0
-
-
-def pair_credit(
-    label: Label, pred: Prediction, tie_policy: str, *, epsilon: float = 0.0, threshold: float = 0.0
-) -> float | None:
-    """Credit of one pairwise trial: 1, 0, or 0.5 (pickapic).
-
-    None when the label is skipped under this policy (an unknown or non-pair label always; a human tie under
-    ``ties-excluded`` and ``imagereward``) and when the prediction holds nothing to compare (no verdict and no
-    two finite scores): the metrics count the latter as a parse failure, never as a silent 0.
-    """
-    check_tie_policy(tie_policy)
-    human = human_class(label)
-    if human is None or skips_label(tie_policy, human):
-        return None
-    predicted = policy_class(pred, tie_policy, epsilon, threshold)
-    return None if predicted is None else class_credit(tie_policy, human, predicted)
 
 
 # --------------------------------------------------------------------------------------------------- pair units
@@ -172,13 +44,16 @@ def pair_credit(
 class PairUnit:
     """One pairwise comparison of one trial, in the (first, second) order of the pair.
 
-    ``failure`` is set when the trial failed or its prediction has nothing to compare for this pair.
+    ``read`` is the class an official text rule read from the answer (None: the rule uses ``prediction``).
+    ``failure`` is set when the trial failed or holds nothing to compare for this pair.
     """
 
     index: int  # position of the sample in the results
     human: PairClass
     prediction: Prediction | None
     failure: FailureKind | None
+    read: PairClass | None = None
+    meta: Meta | None = None
 
 
 def merit(label: Label) -> tuple[float, ...] | None:
@@ -190,31 +65,44 @@ def merit(label: Label) -> tuple[float, ...] | None:
     return None
 
 
-def label_pairs(label: Label) -> list[tuple[int, int, PairClass]]:
+def label_pairs(label: Label, rule: PairRule, meta: Meta) -> list[tuple[int, int, PairClass]]:
     """The comparisons a label holds: one for a pair label, every candidate pair for a ranking or score label."""
-    human = human_class(label)
+    human = rule.human(label, meta)
     if human is not None:
         return [(0, 1, human)]
     values = merit(label)
     if values is None:
         return []
     k = len(values)
-    return [(i, j, _order(values[i], values[j])) for i in range(k) for j in range(i + 1, k)]
+    return [(i, j, order_class(values[i], values[j])) for i in range(k) for j in range(i + 1, k)]
 
 
-def pair_units(index: int, result: SampleResult, policy: str) -> list[PairUnit]:
-    """Every comparison of every trial that the policy scores (empty: the sample is label-skipped)."""
+def skips(rule: PairRule, human: PairClass) -> bool:
+    return rule.skips_human_ties and human in TIE_KINDS
+
+
+def pair_units(index: int, result: SampleResult, rule: PairRule) -> list[PairUnit]:
+    """Every comparison of every trial that the rule scores (empty: the sample is label-skipped)."""
     if result.skipped:
         return []
-    pairs = [p for p in label_pairs(result.label) if not skips_label(policy, p[2])]
+    pairs = [p for p in label_pairs(result.label, rule, result.meta) if not skips(rule, p[2])]
     k = _n_candidates(result)
     units = []
     for trial in result.trials:
+        read = rule.read(trial, result.meta) if k == 2 else UNREAD
         for i, j, human in pairs:
-            sub = _sub_prediction(trial.prediction, i, j, k)
-            failure = trial_failure(trial) or (None if usable(sub) else FailureKind.PARSE)
-            units.append(PairUnit(index, human, sub, failure))
+            units.append(_unit(index, result, trial, (i, j, k), human, read))
     return units
+
+
+def _unit(index: int, result: SampleResult, trial: Trial, pair: tuple[int, int, int], human: PairClass,
+          read: Any) -> PairUnit:
+    if read is not UNREAD:
+        failure = None if read is not None else (trial_failure(trial) or FailureKind.ERROR)
+        return PairUnit(index, human, trial.prediction, failure, read, result.meta)
+    sub = _sub_prediction(trial.prediction, *pair)
+    failure = trial_failure(trial) or (None if usable(sub) else FailureKind.PARSE)
+    return PairUnit(index, human, sub, failure, None, result.meta)
 
 
 def _n_candidates(result: SampleResult) -> int:
@@ -232,49 +120,82 @@ def _sub_prediction(pred: Prediction | None, i: int, j: int, k: int) -> Predicti
     return Prediction((scores[i] if i < len(scores) else None, scores[j] if j < len(scores) else None))
 
 
+def unit_class(unit: PairUnit, rule: PairRule, knob: float) -> PairClass | None:
+    """The predicted class of a judged unit: what the rule read from the text, or from the prediction."""
+    if unit.read is not None:
+        return unit.read
+    if unit.prediction is None:
+        return None
+    return rule.predicted(unit.prediction, knob, unit.meta or {})
+
+
+def unit_credit(unit: PairUnit, rule: PairRule, knob: float) -> float:
+    predicted = unit_class(unit, rule, knob)
+    if predicted is None:  # a failed unit never reaches here: callers check failures first
+        raise AssertionError("credit asked for a failed comparison")
+    return rule.credit(unit.human, predicted)
+
+
+def pair_credit(label: Label, trial: Trial | Prediction, tie_policy: str, *, knob: float = 0.0,
+                meta: Mapping[str, Any] | None = None) -> float | None:
+    """Credit of one pairwise trial (1, 0, or 0.5 under pickapic) at a given knob.
+
+    None when the label is skipped under this rule (an unknown or non-pair label always; a human tie under rules
+    that skip them) and when the trial holds nothing to compare: metrics count the latter as a failure, never as a
+    silent 0. A bare Prediction stands for a trial shown in the sample's order with no recorded answer text.
+    """
+    rule = get_rule(tie_policy)
+    trial = trial if isinstance(trial, Trial) else Trial((0, 1), (), trial)
+    result = SampleResult("", label, (trial,), meta=meta or {})
+    units = pair_units(0, result, rule)
+    if len(units) != 1 or units[0].failure is not None:
+        return None
+    return unit_credit(units[0], rule, knob)
+
+
 # --------------------------------------------------------------------------------------------------- calibration
 
 Block = Sequence[PairUnit]  # the comparisons that make one counted unit (one trial-pair, or a whole group)
 _NEVER = (math.inf, -math.inf)
 
 
-def epsilon_interval(unit: PairUnit) -> tuple[float, float]:
+def epsilon_interval(unit: PairUnit, rule: PairRule) -> tuple[float, float]:
     """The epsilons [lo, hi) for which the tie-calibrated prediction of this unit is right (lo >= hi: never).
 
     With gap d = |s0 - s1|: a human tie is matched once epsilon >= d; a human winner only while epsilon < d, and
-    only if the scores point to it. A verdict-only trial does not depend on epsilon. Bounds are open to -inf, so a
-    user grid with a negative epsilon (no ties at all) is counted as the direct rule would count it.
+    only if the scores point to it. A verdict (or a text reading) does not depend on epsilon. Bounds are open to
+    -inf, so a user grid with a negative epsilon (no ties at all) is counted as the direct rule would count it.
     """
-    assert unit.prediction is not None
-    scores = pair_scores(unit.prediction)
-    if scores is None:
-        verdict = predicted_class(unit.prediction)
-        right = verdict is not None and _merged(unit.human) == _merged(verdict)
+    scores = pair_scores(unit.prediction) if unit.prediction is not None and unit.read is None else None
+    if scores is None or (unit.prediction is not None and unit.prediction.verdict is not None):
+        right = unit_credit(unit, rule, 0.0) == 1.0
         return (-math.inf, math.inf) if right else _NEVER
     gap = abs(scores[0] - scores[1])
     if unit.human in TIE_KINDS:
         return (-math.inf if gap == 0 else gap), math.inf  # equal scores are a tie at any epsilon
-    return (-math.inf, gap) if _order(*scores) == unit.human else _NEVER
+    return (-math.inf, gap) if order_class(*scores) == unit.human else _NEVER
 
 
 def observed_gaps(blocks: Sequence[Block]) -> set[float]:
     gaps = set()
     for block in blocks:
         for unit in block:
-            scores = pair_scores(unit.prediction) if unit.prediction is not None else None
+            if unit.prediction is None or unit.prediction.verdict is not None or unit.read is not None:
+                continue
+            scores = pair_scores(unit.prediction)
             if scores is not None:
                 gaps.add(abs(scores[0] - scores[1]))
     return gaps
 
 
-def best_epsilon(blocks: Sequence[Block], grid: Sequence[float] | None) -> float:
+def best_epsilon(blocks: Sequence[Block], grid: Sequence[float] | None, rule: PairRule) -> float:
     """The epsilon with the most blocks right (the smallest on equal counts), in O(n log n).
 
     A block is right exactly where the intervals of its units overlap, so counting, for each candidate epsilon, how
     many overlaps contain it answers every candidate at once; trying each epsilon on each unit would be quadratic.
     """
     candidates = np.array(sorted(set(grid) if grid else {0.0} | observed_gaps(blocks)), dtype=float)
-    spans = [_block_span(b) for b in blocks]
+    spans = [_block_span(b, rule) for b in blocks]
     lows = np.sort(np.array([lo for lo, hi in spans if lo < hi], dtype=float))
     highs = np.sort(np.array([hi for lo, hi in spans if lo < hi], dtype=float))
     # Any interval with hi <= e also has lo < e, so (started by e) - (ended by e) counts those containing e.
@@ -282,8 +203,8 @@ def best_epsilon(blocks: Sequence[Block], grid: Sequence[float] | None) -> float
     return float(candidates[int(np.argmax(right))])  # argmax keeps the first, i.e. smallest, epsilon
 
 
-def _block_span(block: Block) -> tuple[float, float]:
-    spans = [epsilon_interval(u) for u in block]
+def _block_span(block: Block, rule: PairRule) -> tuple[float, float]:
+    spans = [epsilon_interval(u, rule) for u in block]
     return max(lo for lo, _ in spans), min(hi for _, hi in spans)
 
 
@@ -298,3 +219,30 @@ def best_threshold(blocks: Sequence[Block], grid: Sequence[float], credit: Calla
         if total > best_total:
             best, best_total = t, total
     return float(best)
+
+
+def calibrated_class(pred: Prediction, epsilon: float) -> PairClass | None:
+    """Deutsch et al. 2023: a tie when the score gap is at most epsilon; a verdict is kept as given."""
+    scores = pair_scores(pred)
+    if pred.verdict is not None or scores is None:
+        return predicted_class(pred)
+    return TIE if abs(scores[0] - scores[1]) <= epsilon else order_class(*scores)
+
+
+__all__ = [
+    "TIE",
+    "Block",
+    "PairUnit",
+    "best_epsilon",
+    "best_threshold",
+    "calibrated_class",
+    "epsilon_interval",
+    "label_pairs",
+    "merged",
+    "merit",
+    "pair_credit",
+    "pair_units",
+    "prob_gap",
+    "unit_class",
+    "unit_credit",
+]

@@ -1,8 +1,9 @@
 """Listwise metrics for samples with a human ranking or per-candidate human scores (HPDv2, ImageRewardDB).
 
 The unit is the sample: its value is the mean over its trials (one in practice, as ranking tasks are scored
-pointwise); a sample with a failed trial is a failed unit. A sample whose human order has no strict pair (all
-candidates tied) tells nothing about the model and is label-skipped, as are samples with a pair label.
+pointwise); a sample with a failed trial is a failed unit. Samples with a pair label are label-skipped, and so are
+samples whose human order has no strict pair (all candidates tied), except under ``inversion``, whose official
+average counts every prompt.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy import stats
 
 from rrbench.metrics._core import Ledger, MetricContext, Tally, Unit, mean, trial_failure
 from rrbench.metrics._ties import merit
@@ -20,9 +22,16 @@ from rrbench.types import FailureKind, SampleResult, Trial
 PerTrial = Callable[[np.ndarray, np.ndarray], float]  # (human merit, model scores) -> value of one trial
 
 
-@metric("inversion", description="HPD: 1 - discordant/all pairs per sample, averaged; model ties not discordant")
+@metric("inversion", description="HPDv2 official: 1 - discordant/all pairs per prompt, model ranked by argsort, "
+                                 "averaged over every prompt")
 def inversion(results: Sequence[SampleResult], ctx: MetricContext) -> Tally:
-    return _per_sample(results, inversion_score)
+    return _per_sample(results, inversion_score, keep_all_tied=True)
+
+
+@metric("inversion-ties", description="HPD inversion where a model tie is never discordant and prompts with all "
+                                      "human ranks tied are skipped")
+def inversion_ties(results: Sequence[SampleResult], ctx: MetricContext) -> Tally:
+    return _per_sample(results, inversion_score_ties)
 
 
 @metric("spearman", description="Spearman rho (average ranks) of model scores vs the human order, mean over samples")
@@ -35,12 +44,12 @@ def kendall(results: Sequence[SampleResult], ctx: MetricContext) -> Tally:
     return _per_sample(results, kendall_tau_b)
 
 
-def _per_sample(results: Sequence[SampleResult], per_trial: PerTrial) -> Tally:
+def _per_sample(results: Sequence[SampleResult], per_trial: PerTrial, keep_all_tied: bool = False) -> Tally:
     ledger = Ledger(len(results))
     units = []
     for index, result in enumerate(results):
         human = merit(result.label)
-        if result.skipped or human is None or not result.trials or len(set(human)) < 2:
+        if result.skipped or human is None or not result.trials or (len(set(human)) < 2 and not keep_all_tied):
             ledger.skipped(index)
             continue
         values: list[float] = []
@@ -79,27 +88,37 @@ def _upper(matrix: np.ndarray) -> np.ndarray:
 
 
 def inversion_score(human: np.ndarray, model: np.ndarray) -> float:
-    """1 - discordant / all K(K-1)/2 pairs, as HPSv2's evaluation code divides (human-tied pairs included, so
-    they count as agreed); a model tie is not discordant."""
+    """HPSv2's official score of one prompt (hpsv2/evaluation.py lines 100-104, src/training/train.py lines 358-368).
+
+    The model's scores become positions by ``argsort(-scores)`` (a stable sort, as torch's on the CPU: equal scores
+    keep the earlier image first, so a model tie can be discordant); a pair is discordant when positions and human
+    ranks are strictly opposite (human-tied pairs never are); the count is divided by all K(K-1)/2 pairs. Written
+    here because the official definition is not a rank correlation scipy offers.
+    """
+    k = model.size
+    positions = np.empty(k, dtype=float)
+    positions[np.argsort(-model, kind="stable")] = np.arange(k)
+    h, m = _upper(_signs(human)), _upper(_signs(-positions))
+    discordant = np.count_nonzero(h * m < 0)
+    return 1.0 - float(discordant) / float(k * (k - 1) / 2)
+
+
+def inversion_score_ties(human: np.ndarray, model: np.ndarray) -> float:
+    """Like ``inversion_score`` but a model tie is never discordant (the ``inversion-ties`` alternative)."""
     h, m = _upper(_signs(human)), _upper(_signs(model))
     discordant = np.count_nonzero(h * m < 0)
     return 1.0 - float(discordant) / float(h.size)
 
 
 def kendall_tau_b(human: np.ndarray, model: np.ndarray) -> float:
-    """(concordant - discordant) / sqrt((pairs - human ties) (pairs - model ties)); 0 for a constant model."""
-    h, m = _upper(_signs(human)), _upper(_signs(model))
-    denominator = math.sqrt(np.count_nonzero(h) * np.count_nonzero(m))
-    return 0.0 if denominator == 0 else float(np.sum(h * m)) / denominator
+    """scipy's Kendall tau-b; 0 for a constant model or human order (scipy gives NaN: no order to agree with)."""
+    if np.ptp(human) == 0 or np.ptp(model) == 0:
+        return 0.0
+    return float(stats.kendalltau(human, model).statistic)
 
 
 def spearman_rho(human: np.ndarray, model: np.ndarray) -> float:
-    """Pearson correlation of the average ranks; 0 for a constant model (it expresses no order at all).
-
-    The average rank of v_i is 1/2 + K/2 + (sum_j sign(v_i - v_j)) / 2, an affine map of the sign matrix's row
-    sums, and a correlation ignores affine maps: so the row sums stand in for the ranks, with no sorting.
-    """
-    x, y = _signs(human).sum(axis=1), _signs(model).sum(axis=1)
-    x, y = x - x.mean(), y - y.mean()
-    denominator = math.sqrt(float(np.sum(x * x) * np.sum(y * y)))
-    return 0.0 if denominator == 0 else float(np.sum(x * y)) / denominator
+    """scipy's Spearman rho (average ranks); 0 for a constant model or human order (scipy gives NaN)."""
+    if np.ptp(human) == 0 or np.ptp(model) == 0:
+        return 0.0
+    return float(stats.spearmanr(human, model).statistic)

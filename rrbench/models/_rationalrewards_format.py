@@ -14,6 +14,7 @@ The module registers nothing (leading underscore); ``rationalrewards.py`` builds
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -202,13 +203,22 @@ class Parsed:
 _NOISE = re.compile(r"[*_`]+")
 _LEAD = re.compile(r"^\s*(?:>\s*)*(#*)\s*(?:[-+•]\s+)?")
 _NUMBER_PREFIX = re.compile(r"^(?:\(?\d{1,2}[.):]\s*)")
-_VALUE = re.compile(r"(?P<na>\bn\s*/\s*a\b|\bna\b|\bnot\s+applicable\b)|(?P<num>[-+]?\d+(?:\.\d+)?)", re.I)
-_VALUE_AT_START = re.compile(r"^\s*[\[(]?\s*(?:n\s*/\s*a\b|na\b|not\s+applicable\b|[-+]?\d+(?:\.\d+)?)", re.I)
+# A number may carry an exponent (2.5e1 is 25, not 2.5); NaN and infinities are recognised so that they fail the
+# answer instead of being skipped over to the next number or read as a missing aspect.
+_NUM = r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+_NOT_A_NUMBER = r"[-+]?\b(?:nan|inf(?:inity)?)\b"
+_VALUE = re.compile(
+    rf"(?P<na>\bn\s*/\s*a\b|\bna\b|\bnot\s+applicable\b)|(?P<bad>{_NOT_A_NUMBER})|(?P<num>{_NUM})", re.I
+)
+_VALUE_AT_START = re.compile(
+    rf"^\s*[\[(]?\s*(?:n\s*/\s*a\b|na\b|not\s+applicable\b|{_NOT_A_NUMBER}|{_NUM})", re.I
+)
 _PURE_VALUE = re.compile(
-    r"^[\[(]?\s*(?:n\s*/\s*a|na|not\s+applicable|[-+]?\d+(?:\.\d+)?(?:\s*(?:/|out\s+of)\s*4(?:\.0)?)?)"
+    rf"^[\[(]?\s*(?:n\s*/\s*a|na|not\s+applicable|{_NOT_A_NUMBER}|{_NUM}(?:\s*(?:/|out\s+of)\s*4(?:\.0)?)?)"
     r"\s*[\])]?\s*\.?$",
     re.I,
 )
+NOT_A_NUMBER = math.nan  # what parse_value returns for a value that is written but is no finite number
 _SEP = r"\s*(?::|-|–|—|=)?\s*"
 
 _SECTIONS = {
@@ -262,16 +272,17 @@ def _read_line(raw: str) -> _Line:
 
 
 def parse_value(text: str) -> tuple[bool, float | None]:
-    """(found, value): value None with found True means N/A. The first score-like token wins."""
+    """(found, value): value None with found True means N/A; NaN means a value that is no finite number (``nan``,
+    ``inf``, ``1e999``), which fails the answer. The first score-like token wins."""
     match = _VALUE.search(_NOISE.sub("", text))
     if match is None:
         return False, None
     if match.group("na"):
         return True, None
-    try:
-        return True, float(match.group("num"))
-    except (ValueError, OverflowError):
-        return False, None
+    if match.group("bad"):
+        return True, NOT_A_NUMBER
+    value = float(match.group("num"))  # the pattern only matches valid floats; a huge exponent gives inf
+    return True, value if math.isfinite(value) else NOT_A_NUMBER
 
 
 # ============================================================================================== parser state
@@ -291,6 +302,7 @@ class _State:
     skip_aspect: bool = False  # a duplicate or unexpected aspect block: its fields are ignored
     section: str | None = None  # the text section we are collecting
     pending: str | None = None  # a field whose value is expected on the next line: "score", "A", "B", "winner"
+    not_numbers: list[str] = field(default_factory=list)  # score values written as NaN, inf or beyond float range
 
     def flag(self, text: str) -> None:
         if text not in self.flags:
@@ -402,6 +414,10 @@ def _set_value(state: _State, key: str, text: str) -> None:
     target = state.scores[index]
     if state.aspect in target:
         return  # a second score line inside one block: keep the first, as for duplicate blocks
+    if value is not None and math.isnan(value):
+        who = f" of Image {key}" if state.pairwise else ""
+        state.not_numbers.append(f"{state.aspect}{who}: {_NOISE.sub('', text).strip()[:40]!r}")
+        return
     target[state.aspect] = _clamp(state, value, key)
 
 
@@ -540,7 +556,8 @@ def _parse(text: object, generation: str, pairwise: bool) -> Parsed:
     state = _State(generation, pairwise, aspects_for(generation), [{} for _ in empty.aspects])
     for line in text.splitlines():
         _feed(state, line)
-    error = _check_missing(state)
+    # A score that is no number is never skipped, guessed or read as a tie: the whole answer is unusable.
+    error = f"score is not a number: {'; '.join(state.not_numbers)}" if state.not_numbers else _check_missing(state)
     if pairwise and error is None:
         _check_winners(state)
     return Parsed(
@@ -603,20 +620,18 @@ _RL_EDIT_ASPECTS = ("Text Faithfulness", "Physical and Visual Quality", "Text Re
 
 
 def pairwise_sum(a: Mapping[str, float | None], b: Mapping[str, float | None], na: str = "drop") -> tuple[float, float]:
-    """``pairwise-sum/v1``. Aspects missing for either candidate are left out: a score is never invented."""
+    """``pairwise-sum/v1``. Under ``drop``, aspects missing or N/A for either candidate are left out for both: a
+    score is never invented. Under ``2.5`` (the RationalRewards paper's ``scoring.py``, ``extract_numeric_score``
+    lines 25-29) an N/A or unreadable aspect counts 2.5, as the authors' fallback does, for either candidate."""
     if na not in NA_POLICIES:
         raise UserError(f"unknown N/A policy {na!r}: expected one of {', '.join(NA_POLICIES)}")
-    sum_a = sum_b = 0.0
-    for name in a.keys() & b.keys():
-        va, vb = a[name], b[name]
-        if va is None or vb is None:
-            if na == "drop":
-                continue
-            va = _NA_VALUE if va is None else va
-            vb = _NA_VALUE if vb is None else vb
-        sum_a += va
-        sum_b += vb
-    return sum_a, sum_b
+    if na == "drop":
+        pairs = [(a[k], b[k]) for k in a.keys() & b.keys() if a[k] is not None and b[k] is not None]
+    else:
+        pairs = [(a.get(k), b.get(k)) for k in a.keys() | b.keys()]
+    sum_a = sum(_NA_VALUE if va is None else va for va, _ in pairs)
+    sum_b = sum(_NA_VALUE if vb is None else vb for _, vb in pairs)
+    return float(sum_a), float(sum_b)
 
 
 def pairwise_verdict(score_a: float, score_b: float) -> Verdict:
@@ -716,6 +731,47 @@ def parse_verdict(text: str) -> Verdict | None:
     return {"good": Verdict.BOTH_GOOD, "bad": Verdict.BOTH_BAD}.get(kind, Verdict.TIE)
 
 
+_LEFT_RIGHT = re.compile(r"\[\[\s*(left|right)\s*>\s*(left|right)\s*\]\]", re.I)
+
+
+def parse_left_right(text: str) -> Verdict | None:
+    """EditReward-Bench's K=3/4 answer ``[[Left>Right]]``/``[[Right>Left]]`` (the last one wins); Left is shown
+    first (A). Falls back to the 4-way reading for judges that answer ``[[A>B]]`` anyway."""
+    if not isinstance(text, str):
+        return None
+    found = [m for m in _LEFT_RIGHT.finditer(text) if m.group(1).lower() != m.group(2).lower()]
+    if found:
+        return Verdict.A if found[-1].group(1).lower() == "left" else Verdict.B
+    return parse_verdict(text)
+
+
+def parse_json_verdict(text: str) -> Verdict | None:
+    """MMRB2's judge answer: a JSON object (in a code fence or not) whose ``better_response`` is "A" or "B".
+
+    Lenient: spaces and case are ignored here; the official rule (``tasks/rule_mmrb2.py``) compares exactly."""
+    import json_repair
+
+    if not isinstance(text, str):
+        return None
+    body = re.sub(r"\n?```\s*$", "", re.sub(r"^```(?:json)?\s*\n?", "", text.strip()).strip())
+    try:
+        data = json_repair.loads(body)
+    except Exception:
+        return None
+    value = data.get("better_response") if isinstance(data, dict) else None
+    choice = value.strip().upper() if isinstance(value, str) else None
+    return {"A": Verdict.A, "B": Verdict.B}.get(choice or "")
+
+
+def read_verdict(answer: str, text: str) -> Verdict | None:
+    """rrbench's lenient reading of a verdict answer, by the answer format its prompt asked for."""
+    if answer == "mmrb2-json":
+        return parse_json_verdict(text)
+    if answer == "editreward":
+        return parse_left_right(text)
+    return parse_verdict(text)
+
+
 def _verdict_instructions(prompt: str, generation: str) -> str:
     task = "edit the source image as instructed" if generation == "edit" else "generate an image from the prompt"
     keep = " Also check that the edit leaves the rest of the source image unchanged." if generation == "edit" else ""
@@ -743,3 +799,27 @@ def build_verdict_prompt(
         text_part(_verdict_instructions(prompt, generation)),
     ]
     return [user_message(*parts)]
+
+
+# ============================================================================================== catalogue entries
+
+OWN_VERSION = "1"  # rrbench-critic-prompt/1: the wording above
+
+
+def own_prompts() -> list[Any]:
+    """rrbench's own prompts as catalogue entries (family ``rrbench``): named alternatives to the released ones."""
+    from rrbench.prompts import PromptSpec
+
+    source = {"repo": "rrbench", "path": "rrbench/models/_rationalrewards_format.py", "licence": "Apache-2.0"}
+    specs = []
+    for generation in ("t2i", "edit"):
+        builders: dict[str, Any] = {
+            "verdict": lambda p, c, s, v, g=generation: build_verdict_prompt(p, c[0], c[1], s, g),
+            "pairwise": lambda p, c, s, v, g=generation: build_pairwise(p, c[0], c[1], s, g),
+            "pointwise": lambda p, c, s, v, g=generation: build_pointwise(p, c[0], s, g),
+        }
+        for kind, build in builders.items():
+            answer = "brackets" if kind == "verdict" else "critique"
+            specs.append(PromptSpec(id=f"rrbench/{kind}-{generation}", version=OWN_VERSION, kind=kind, answer=answer,
+                                    generation=generation, source=source, builder=build))
+    return specs

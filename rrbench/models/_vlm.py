@@ -15,22 +15,26 @@ Shared by the RationalRewards family and the generic judges. Weights are resolve
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from rrbench import prompts
 from rrbench.backends._base import Backend, BackendError, Completion, Message, Sampling
 from rrbench.models import _rationalrewards_format as rr
 from rrbench.models._base import RewardModel
-from rrbench.types import DataError, FailureKind, Judgement, Query, UserError, Verdict
+from rrbench.types import DataError, FailureKind, Judgement, Query, UserError
 
-PROMPT_VERSION = "rrbench-critic-prompt/1"
 MODES = ("pairwise", "pointwise", "verdict")
+# 2: top_p/top_k from the checkpoint's generation config in every engine (in-process vLLM forced top_p=1 before)
+DECODING_VERSION = "2"
+OFFICIAL = "official"  # -M prompt=official: the task's own judge prompt (verdict mode), the released critic prompts
 ENGINES = ("auto", "http", "vllm-serve", "vllm", "transformers")
 REMOTE = ("http", "vllm-serve")  # engines answered one request at a time, many in flight
 
@@ -41,13 +45,27 @@ class EngineOptions:
 
     engine: str = "auto"
     serve: bool | None = None  # true: start a vLLM server (= engine vllm-serve); false: never start one
-    max_model_len: int = 32768
-    images_per_prompt: int = 3
+    # The authors' vLLM server (start_server.sh): every benchmark prompt they scored fits, images and all.
+    max_model_len: int = 40960
+    images_per_prompt: int = 16
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
     vllm_args: str = ""  # extra `vllm serve` flags, e.g. "--enforce-eager --gpu-memory-utilization 0.85"
     timeout_s: float = 600.0
     max_retries: int = 4
+    # None: the checkpoint's generation_config.json decides, in every engine (the authors' vLLM evaluation).
+    top_p: float | None = None
+    top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        # parse() cannot type-check fields whose default is None
+        if self.top_p is not None:
+            if isinstance(self.top_p, bool) or not isinstance(self.top_p, int | float) or not 0 < self.top_p <= 1:
+                raise UserError(f"-M top_p must be a number in (0, 1], got {self.top_p!r}")
+            object.__setattr__(self, "top_p", float(self.top_p))  # `-M top_p=1` arrives as an int
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < -1):
+            raise UserError(f"-M top_k must be an integer >= -1 (0 or -1: off), got {self.top_k!r}")
 
     @classmethod
     def parse(cls, args: Mapping[str, Any]) -> EngineOptions:
@@ -129,6 +147,8 @@ class VLMJudge(RewardModel):
         api_key_env: str | None = None,
         served_model: str | None = None,
         engine: Mapping[str, Any] | None = None,
+        prompt: str = OFFICIAL,
+        critic_prompts: str = "rationalrewards",
     ) -> None:
         if mode not in MODES:
             raise UserError(f"-M mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -139,14 +159,17 @@ class VLMJudge(RewardModel):
         if aggregation is not None and aggregation not in rr.AGGREGATIONS:
             raise UserError(f"unknown aggregation {aggregation!r} (known: {', '.join(rr.AGGREGATIONS)})")
         options = EngineOptions.parse(engine or {})
+        self.prompt_family = _prompt_family(prompt, critic_prompts)
+        self.critic_prompts = critic_prompts
         super().__init__(weights=weights, mode=mode, aggregation=aggregation, na=na, temperature=temperature,
                          max_tokens=max_tokens, max_pixels=max_pixels, served_model=served_model,
-                         **dict(engine or {}))
+                         prompt=prompt, **dict(engine or {}))
         self.name = name  # type: ignore[misc]
         self.weights = weights
         self.mode = mode
         self.aggregation, self.na = aggregation, na
-        self.sampling = Sampling(temperature=temperature, max_tokens=max_tokens)
+        self.sampling = Sampling(temperature=temperature, max_tokens=max_tokens, top_p=options.top_p,
+                                 top_k=options.top_k)
         self.base_urls = list(base_urls)
         self.api_key_env = api_key_env
         self.served_model = served_model
@@ -158,20 +181,24 @@ class VLMJudge(RewardModel):
         self.batch_size = 1 if remote else batch_size or (64 if self.engine == "vllm" else 4)
         self.concurrency = concurrency if remote else 1
         self._backends: dict[str, Backend] = {}
+        self._prompts_used: dict[str, dict[str, Any]] = {}
 
     @property
     def pairwise(self) -> bool:  # type: ignore[override]
         return self.mode in ("pairwise", "verdict")
 
     def fingerprint(self) -> str:
-        # What decides the answer: weights, decoding, prompt and parser versions. Not the URL it is served at.
-        blob = json.dumps([self.name, self.config, PROMPT_VERSION, rr.PARSER_VERSION], sort_keys=True, default=str)
+        # What decides the answer: weights, decoding, the prompts' text and the parser version. Not the URL it is
+        # served at. The catalogue digest covers every prompt file, so an edited prompt never reuses old answers.
+        blob = json.dumps([self.name, self.config, prompts.digest(), rr.PARSER_VERSION, DECODING_VERSION],
+                          sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
         engines = {g: b.describe() for g, b in self._backends.items()}
-        return {**super().describe(), "prompt_version": PROMPT_VERSION, "parser_version": rr.PARSER_VERSION,
-                "aggregations": rr.AGGREGATIONS, "engine": self.engine, "engines": engines}
+        return {**super().describe(), "prompt": self.prompt_family or OFFICIAL, "prompts": dict(self._prompts_used),
+                "parser_version": rr.PARSER_VERSION, "aggregations": rr.AGGREGATIONS, "engine": self.engine,
+                "engines": engines}
 
     # ------------------------------------------------------------------------------------------------ engines
     def _backend(self, generation: str) -> Backend:
@@ -216,6 +243,7 @@ class VLMJudge(RewardModel):
     async def astart(self, generation: str = "t2i") -> None:
         # Resolving weights, loading them, reading the API key, or a --base-url where nothing listens fails here,
         # before any sample, with the fix.
+        self._check_prompts(generation)
         backend = self._backend(generation)
         await backend.start()
         if self.engine == "http":
@@ -256,53 +284,47 @@ class VLMJudge(RewardModel):
 
     # ------------------------------------------------------------------------------------------------ judging
     async def acompare(self, queries: Sequence[Query]) -> list[Judgement]:
-        if self.mode == "verdict":
-            return await self._ask(queries, self._verdict_messages, self._verdict_judgement)
-        return await self._ask(queries, self._pairwise_messages, self._critique_judgement(rr.parse_pairwise))
+        return await self._ask(queries, "verdict" if self.mode == "verdict" else "pairwise")
 
     async def ascore(self, queries: Sequence[Query]) -> list[Judgement]:
-        return await self._ask(queries, self._pointwise_messages, self._critique_judgement(rr.parse_pointwise))
+        return await self._ask(queries, "pointwise")
 
-    async def _ask(
-        self,
-        queries: Sequence[Query],
-        build: Callable[[Query], Sequence[Message]],
-        read: Callable[[Query, Completion], Judgement],
-    ) -> list[Judgement]:
+    async def _ask(self, queries: Sequence[Query], kind: str) -> list[Judgement]:
         by_generation: dict[str, list[int]] = {}
         for i, q in enumerate(queries):
             by_generation.setdefault(q.generation, []).append(i)
         out: list[Judgement | None] = [None] * len(queries)
         for generation, indices in by_generation.items():
-            answers = await self._chat(self._backend(generation), [queries[i] for i in indices], build, read)
+            answers = await self._chat(self._backend(generation), [queries[i] for i in indices], kind)
             for i, answer in zip(indices, answers, strict=True):
                 out[i] = answer
         return [j for j in out if j is not None]
 
-    async def _chat(
-        self, backend: Backend, queries: list[Query], build: Callable[[Query], Sequence[Message]],
-        read: Callable[[Query, Completion], Judgement],
-    ) -> list[Judgement]:
-        prepared: list[tuple[Query, Sequence[Message] | Judgement]] = []
+    async def _chat(self, backend: Backend, queries: list[Query], kind: str) -> list[Judgement]:
+        prepared: list[tuple[Query, prompts.PromptSpec, Sequence[Message] | Judgement]] = []
         for q in queries:
+            spec = self.prompt_for(q, kind)
             try:
-                prepared.append((q, build(q)))
+                prepared.append((q, spec, spec.render(q.prompt, q.candidates, q.source, dict(q.variables))))
             except DataError as exc:
-                prepared.append((q, Judgement.failed(FailureKind.DATA, str(exc))))
-        to_send = [(q, m) for q, m in prepared if not isinstance(m, Judgement)]
+                prepared.append((q, spec, Judgement.failed(FailureKind.DATA, str(exc), prompt=spec.key)))
+        to_send = [m for _, _, m in prepared if not isinstance(m, Judgement)]
         try:
             if self.engine in REMOTE:
-                results = await asyncio.gather(*(backend.chat(m, self.sampling) for _, m in to_send),
+                results = await asyncio.gather(*(backend.chat(m, self.sampling) for m in to_send),
                                                return_exceptions=True)
             else:
-                results = list(await backend.chat_batch([m for _, m in to_send], self.sampling))
+                results = list(await backend.chat_batch(to_send, self.sampling))
         except BackendError as exc:
             results = [exc] * len(to_send)
         answers = iter(results)
-        return [m if isinstance(m, Judgement) else self._judge(q, next(answers), read) for q, m in prepared]
+        return [m if isinstance(m, Judgement) else self._judge(q, spec, next(answers)) for q, spec, m in prepared]
 
-    @staticmethod
-    def _judge(query: Query, result: Any, read: Callable[[Query, Completion], Judgement]) -> Judgement:
+    def _judge(self, query: Query, spec: prompts.PromptSpec, result: Any) -> Judgement:
+        judgement = self._answer(query, spec, result)
+        return dataclasses.replace(judgement, prompt=spec.key)
+
+    def _answer(self, query: Query, spec: prompts.PromptSpec, result: Any) -> Judgement:
         if isinstance(result, BackendError):
             return Judgement.failed(result.kind, str(result))
         if isinstance(result, UserError):
@@ -312,39 +334,54 @@ class VLMJudge(RewardModel):
         completion: Completion = result
         if not completion.text.strip():
             return Judgement.failed(FailureKind.EMPTY, "the model returned no text", raw=completion.text)
-        judgement = read(query, completion)
+        judgement = self._read(query, spec, completion.text)
         if completion.finish_reason == "length" and judgement.failure is not None:
             # Cut off before the answer was complete: say so rather than blaming the parser.
             return Judgement.failed(FailureKind.TRUNCATED, f"max_tokens={completion.usage.get('completion_tokens')}"
                                     f" reached; {judgement.failure_detail}", raw=completion.text)
         return _with_usage(judgement, completion)
 
+    def _read(self, query: Query, spec: prompts.PromptSpec, text: str) -> Judgement:
+        if spec.kind == "verdict":
+            verdict = rr.read_verdict(spec.answer, text)
+            if verdict is None:
+                return Judgement.failed(FailureKind.PARSE, f"no verdict found ({spec.answer} answer expected)",
+                                        raw=text)
+            # A verdict is a verdict: no made-up scores that a score-threshold rule could turn into a tie.
+            return Judgement(verdict=verdict, raw=text, rationale=text)
+        parse = rr.parse_pairwise if spec.kind == "pairwise" else rr.parse_pointwise
+        return rr.judgement_from(parse(text, query.generation), self.aggregation, self.na)
+
     # ------------------------------------------------------------------------------------------------ prompts
-    def _pairwise_messages(self, q: Query) -> Sequence[Message]:
-        return rr.build_pairwise(q.prompt, q.candidates[0], q.candidates[1], q.source, q.generation)
+    def prompt_for(self, query: Query, kind: str) -> prompts.PromptSpec:
+        """The prompt this judge sends for a query: the task's own judge prompt for verdicts (``-M prompt=official``,
+        the default), the released critic prompts for critiques, or the family named by ``-M prompt=``."""
+        family = self.prompt_family
+        if kind == "verdict" and family is None:
+            spec = prompts.get(query.judge_prompt) if query.judge_prompt else prompts.select("rrbench", kind,
+                                                                                                query.generation)
+        else:
+            spec = prompts.select(family or self.critic_prompts, kind, query.generation)
+        if spec.key not in self._prompts_used:
+            self._prompts_used[spec.key] = spec.describe()
+        return spec
 
-    def _pointwise_messages(self, q: Query) -> Sequence[Message]:
-        return rr.build_pointwise(q.prompt, q.candidates[0], q.source, q.generation)
+    def _check_prompts(self, generation: str) -> None:
+        """A prompt family without the prompt this mode needs fails at start, not on every sample."""
+        kind = "verdict" if self.mode == "verdict" else self.mode
+        if kind != "verdict" or self.prompt_family is not None:
+            prompts.select(self.prompt_family or self.critic_prompts, kind, generation)
 
-    def _verdict_messages(self, q: Query) -> Sequence[Message]:
-        return rr.build_verdict_prompt(q.prompt, q.candidates[0], q.candidates[1], q.source, q.generation)
 
-    def _critique_judgement(self, parse: Callable[[str, str], rr.Parsed]) -> Callable[[Query, Completion], Judgement]:
-        def read(q: Query, completion: Completion) -> Judgement:
-            return rr.judgement_from(parse(completion.text, q.generation), self.aggregation, self.na)
-
-        return read
-
-    @staticmethod
-    def _verdict_judgement(q: Query, completion: Completion) -> Judgement:
-        verdict = rr.parse_verdict(completion.text)
-        if verdict is None:
-            return Judgement.failed(FailureKind.PARSE, "no [[A>B]]-style verdict found", raw=completion.text)
-        scores = {Verdict.A: (1.0, 0.0), Verdict.B: (0.0, 1.0)}.get(verdict, (0.5, 0.5))
-        return Judgement(scores=scores, verdict=verdict, raw=completion.text, rationale=completion.text)
+def _prompt_family(prompt: str, critic_prompts: str) -> str | None:
+    """None for ``official``; else a known family name (checked now, so a typo is one line before any sample)."""
+    if prompt == OFFICIAL:
+        return None
+    known = prompts.families()
+    if prompt not in known:
+        raise UserError(f"-M prompt must be 'official' or a prompt family ({', '.join(sorted(known))}), not {prompt!r}")
+    return prompt
 
 
 def _with_usage(judgement: Judgement, completion: Completion) -> Judgement:
-    import dataclasses
-
     return dataclasses.replace(judgement, usage=dict(completion.usage) or None, latency_s=completion.latency_s)

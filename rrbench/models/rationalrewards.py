@@ -39,6 +39,7 @@ def rationalrewards_8b(
     served_model: str | None = None,
     base_urls: list[str] | None = None,
     api_key_env: str | None = None,
+    prompt: str = "official",
     **engine: Any,
 ) -> RewardModel:
     weights = {"t2i": path, "edit": path} if path else dict(WEIGHTS)
@@ -46,5 +47,5 @@ def rationalrewards_8b(
         "rationalrewards-8b", weights, mode=mode, aggregation=aggregation, na=na, temperature=temperature,
         max_tokens=max_tokens, batch_size=batch_size, concurrency=concurrency, device=device, dtype=dtype,
         max_pixels=max_pixels, base_urls=base_urls or (), api_key_env=api_key_env, served_model=served_model,
-        engine=engine,
+        engine=engine, prompt=prompt,
     )

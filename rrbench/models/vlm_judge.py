@@ -1,9 +1,11 @@
 """Generic VLM judges: Qwen3-VL (local weights or a vLLM server), Gemini and OpenAI models (their endpoints).
 
-Two judging modes, chosen with `-M mode=`: `verdict` (default), GenAI-Bench's official 4-way answer
-`[[A>B]]` / `[[B>A]]` / `[[A=B=Good]]` / `[[A=B=Bad]]`; and `pairwise` / `pointwise`, the RationalRewards-style
-critique with 1-4 aspect scores. API judges read their key from the environment variable named by
-`--api-key-env` (default GEMINI_API_KEY or OPENAI_API_KEY); `--base-url` replaces the default endpoint.
+Two judging modes, chosen with `-M mode=`: `verdict` (default), a categorical answer to the benchmark's own
+VLM-as-judge prompt (GenAI-Bench's 4-way ``[[A>B]]`` template, MMRB2's JSON judge prompt, EditReward-Bench's
+templates; rrbench's own 4-way prompt where a benchmark has none, or with ``-M prompt=rrbench``); and
+`pairwise` / `pointwise`, the RationalRewards critique with 1-4 aspect scores (the released prompts by default).
+API judges read their key from the environment variable named by `--api-key-env` (default GEMINI_API_KEY or
+OPENAI_API_KEY); `--base-url` replaces the default endpoint.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def _factory(name: str) -> Callable[..., RewardModel]:
         served_model: str | None = None,
         base_urls: list[str] | None = None,
         api_key_env: str | None = None,
+        prompt: str = "official",
         **engine: Any,
     ) -> RewardModel:
         weights = {"t2i": path or ref, "edit": path or ref}
@@ -56,7 +59,8 @@ def _factory(name: str) -> Callable[..., RewardModel]:
         return VLMJudge(
             name, weights, mode=mode, aggregation=aggregation, na=na, temperature=temperature,
             max_tokens=max_tokens, batch_size=batch_size, concurrency=concurrency, device=device, dtype=dtype,
-            max_pixels=max_pixels, base_urls=endpoint, api_key_env=api_key_env or key_env, engine=engine, **extra,
+            max_pixels=max_pixels, base_urls=endpoint, api_key_env=api_key_env or key_env, engine=engine,
+            prompt=prompt, **extra,
         )
 
     build.__name__ = name.replace("-", "_").replace(".", "_")

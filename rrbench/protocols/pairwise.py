@@ -53,12 +53,30 @@ class Request:
     query: Query
 
 
-def plan(sample: Sample, mode: str, order: tuple[int, ...], generation: str) -> list[Request]:
+def plan(sample: Sample, mode: str, order: tuple[int, ...], generation: str, judge_prompt: str | None = None,
+         prompt_vars: Sequence[str] = ()) -> list[Request]:
     shown = tuple(sample.candidates[i] for i in order)
     if mode == "pairwise":
-        query = Query(sample.prompt, shown, sample.source, generation, sample.id)
+        variables = shown_variables(sample, prompt_vars, order)
+        query = Query(sample.prompt, shown, sample.source, generation, sample.id, judge_prompt, variables)
         return [Request("compare", query)]
     return [Request("score", Query(sample.prompt, (m,), sample.source, generation, sample.id)) for m in shown]
+
+
+def shown_variables(sample: Sample, names: Sequence[str], order: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
+    """The sample fields a judge prompt fills in, as shown: a comparison type ``AvsC`` names the candidates in the
+    order they appear, so a reversed trial reads ``CvsA``. A missing field is left out (the prompt then fails that
+    sample with a data error naming it)."""
+    out = []
+    for name in names:
+        value = sample.meta.get(name)
+        if value is None:
+            continue
+        text = str(value)
+        if name == "comparison_type" and order[:1] != (0,) and len(text) == 4 and text[1:3] == "vs":
+            text = f"{text[3]}vs{text[0]}"
+        out.append((name, text))
+    return tuple(out)
 
 
 def assemble(order: tuple[int, ...], mode: str, judgements: Sequence[Judgement]) -> Trial:

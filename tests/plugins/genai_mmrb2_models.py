@@ -21,6 +21,10 @@ from rrbench.registry import reward_model
 from rrbench.types import FailureKind, Judgement, Media, Query, Verdict
 
 DARK = 8.0
+# The exact strings GenAI-Bench's official scorer accepts (inference.py lines 162-173), so the official reading of
+# luma-verdict's answers is its verdict.
+OFFICIAL_ANSWER = {Verdict.A: "[[A>B]]", Verdict.B: "[[B>A]]", Verdict.BOTH_GOOD: "[[A=B=Good]]",
+                   Verdict.BOTH_BAD: "[[A=B=Bad]]"}
 
 
 def mean_grey(media: Media) -> float:
@@ -72,7 +76,7 @@ class LumaVerdict(RewardModel):
             verdict = Verdict.BOTH_GOOD if (first + second) / 2 >= 128 else Verdict.BOTH_BAD
         else:
             verdict = Verdict.A if first > second else Verdict.B
-        return Judgement(verdict=verdict, raw=f"[[{verdict.value}]]")
+        return Judgement(verdict=verdict, raw=f"Final verdict: {OFFICIAL_ANSWER[verdict]}")
 
 
 @reward_model("luma-verdict", description="test model: GenAI-Bench 4-way verdict from mean grey levels")
