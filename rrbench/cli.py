@@ -97,9 +97,10 @@ def _add_run(sub: Any) -> None:
 
 
 def _add_ls(sub: Any) -> None:
-    p = sub.add_parser("ls", help="list registered tasks, task groups, models, generators and metrics")
-    p.add_argument("what", nargs="?", choices=("tasks", "groups", "models", "generators", "metrics"),
-                   help="one kind only")
+    p = sub.add_parser("ls", help="list registered tasks, task groups, models, generators, metrics, tie/credit "
+                                  "rules and judge prompts")
+    p.add_argument("what", nargs="?", choices=("tasks", "groups", "models", "generators", "metrics", "rules",
+                                               "prompts"), help="one kind only")
 
 
 def _add_show(sub: Any) -> None:
@@ -281,11 +282,14 @@ def _split(value: str) -> list[str]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    kinds = {"tasks": "task", "models": "model", "generators": "generator", "metrics": "metric"}
-    chosen = [args.what] if args.what else ["tasks", "groups", *(k for k in kinds if k != "tasks")]
+    kinds = {"tasks": "task", "models": "model", "generators": "generator", "metrics": "metric", "rules": "rule"}
+    chosen = [args.what] if args.what else ["tasks", "groups", *(k for k in kinds if k != "tasks"), "prompts"]
     for plural in chosen:
         if plural == "groups":
             _ls_groups(heading=not args.what)
+            continue
+        if plural == "prompts":
+            _ls_prompts(heading=not args.what)
             continue
         entries = registry.entries(kinds[plural])  # type: ignore[arg-type]
         if not args.what:
@@ -309,6 +313,19 @@ def _ls_groups(heading: bool) -> None:
     for group in groups:
         members = ", ".join(m.label() for m in group.members)
         print(f"  {group.name.ljust(width)}  {group.description}  |  tasks: {members}")
+
+
+def _ls_prompts(heading: bool) -> None:
+    """Judge prompts by family (`-M prompt=FAMILY`), each with its kind and where its text comes from."""
+    from rrbench import prompts
+
+    if heading:
+        print("judge prompts (-M prompt=official|FAMILY; each is a data file with its source):")
+    specs = sorted((s for key, s in prompts.catalogue().items() if "@" in key), key=lambda s: s.key)
+    width = max((len(s.key) for s in specs), default=0)
+    for spec in specs:
+        where = spec.source.get("path") or ""
+        print(f"  {spec.key.ljust(width)}  {spec.kind}, {spec.answer} answer  |  {spec.source.get('repo')} {where}")
 
 
 def _ls_detail(entry: registry.Entry) -> str:

@@ -104,7 +104,7 @@ def _reaggregate(result: SampleResult, mode: str, aggregation: str | None, na: s
 def _check_critic(src: Path, record: dict[str, Any], results: list[SampleResult], flag: str) -> None:
     """``--na``/``--aggregation`` re-aggregate a critic's recorded aspect scores; a run without any (a scalar or a
     verdict judge) has nothing to re-aggregate, and a silently identical number would look like an answer."""
-    if any(j.aspects for r in results for t in r.trials for j in t.judgements):
+    if any(rr.is_critique(j) for r in results for t in r.trials for j in t.judgements):
         return
     model = (record.get("model") or {}).get("name") or record.get("spec", {}).get("model", "?")
     raise UserError(f"{flag} re-aggregates a critic's aspect scores, but {src} (model {model}) recorded none; "

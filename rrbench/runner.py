@@ -423,7 +423,7 @@ def protocol_scores(judgement: Judgement, protocol: Protocol, model: RewardModel
     The model's own ``-M na`` gives the scores it returns; a protocol that defines its own rule (the RationalRewards
     paper counts N/A as 2.5) recomputes them from the recorded aspect scores, so the protocol's number is its own."""
     na = protocol.options.get("na")
-    if na is None or not judgement.aspects:
+    if na is None or not rr.is_critique(judgement):
         return judgement
     return rr.reaggregate(judgement, getattr(model, "aggregation", None), str(na))
 

@@ -17,18 +17,21 @@ Verified (sources):
 * ``ranking``: "A>B", "B>A", "A=B" for K=2; for K=3/4 a relation between the two letters of ``comparison_type``
   ("AvsC" -> "A>C" or "C>A"), where ``candidate_1`` is the first letter and ``candidate_2`` the second (the
   scripts map Left/Right to the comparison this way).
-* a group is the part of ``id`` before the first "_" (``id[:10]`` when there is none), and it counts only when all
-  its comparisons are present and right; failed judge calls are dropped before grouping; an unparseable verdict is
-  a wrong comparison. K=2 is exact match of the 3 classes.
-* the authors' scalar-RM scorer (EditReward/evaluate/eval_bench.py) reports "accuracy with ties": a tie is
-  predicted when |s_A - s_B| <= epsilon, epsilon swept over {0} and every observed gap, the best accuracy kept
-  (Deutsch et al. 2023). It also parses "A=B=Good", "A=B=Bad" and "A<B", which are kept here as both-good,
-  both-bad and B>A.
+* a group is the part of ``id`` before the first "_" (``id[:10]`` when there is none). The official rule for judges
+  (``tasks/rule_editreward.py``, rule ``editreward-exact``): the answer read by the scripts' parser and compared
+  with the ``ranking`` string exactly; a failed call is dropped, an unreadable answer is a wrong comparison; a group
+  is formed from its answered rows and counts only when all C(K, 2) are there and right. Generic VLM judges send
+  the scripts' templates (``pairwise_{2,3,4}pair.txt``; K=3/4 with the row's ``comparison_type``).
+* the authors' scalar-RM scorer (EditReward/evaluate/eval_bench.py) is the alternative protocol ``editreward-ties``:
+  K=2 "accuracy with ties" (epsilon swept over {0} and every observed gap, the first best kept, Deutsch et al.
+  2023), K=3/4 strict ranking accuracy (``tuple(np.argsort(scores)[::-1])`` against the group's order) and pairwise
+  accuracy without human ties; labels read as its ``get_pairwise_gt`` reads them (``tasks/rule_editreward_ties.py``).
 * RationalRewards bundle (TIGER-Lab/RationalRewards-EvalData-GenAIBench-MMRB2-ERBench), EditReward part: read by
   github.com/TIGER-AI-Lab/RationalRewards reward_model_evaluation/modular_rm_eval/dataset_adapters.py, which knows
   it by the columns {instruction, source_image, candidate_1, candidate_2} and reads ``model_1/2``, ``ranking`` and
   ``instruction_following_1/2``, ``visual_quality_1/2``; the pair id is the row index; the paper's scorer
-  (modular_rm_eval/scoring.py) predicts "A=B" only on exactly equal summed aspect scores and skips failed calls.
+  (modular_rm_eval/scoring.py) predicts "A=B" only on exactly equal summed aspect scores, counts an N/A aspect 2.5
+  and skips failed calls.
 
 Assumed (not verifiable from public text):
 

@@ -9,15 +9,19 @@ Verified (sources named):
 * Columns, image_generation: prompt, left_model, left_image, right_model, right_image, vote_type; image_edition:
   source_prompt, target_prompt, instruct_prompt, source_image, left_model, left_output_image, right_model,
   right_output_image, vote_type; images are HF ``Image`` features (card ``dataset_info`` of the same export).
-* Labels and the official metric, github.com/TIGER-AI-Lab/GenAI-Bench ``inference.py`` ``parse_response``:
-  ``vote_type`` in {leftvote, rightvote, tievote, bothbad_vote}; the judge's first ``[[...]]`` is correct when it is
-  ``[[A>B]]``/``[[A>>B]]`` for leftvote, ``[[B>A]]``/``[[B>>A]]`` for rightvote, ``[[A=B=Good]]`` or ``[[A=B]]`` for
-  tievote, ``[[A=B=Bad]]`` or ``[[A=B]]`` for bothbad_vote; a response without a verdict counts as **wrong**
-  (accuracy = mean over all rows). Candidates are shown once, left as A (``inference_configs.json``).
+* Labels and the official metric, github.com/TIGER-AI-Lab/GenAI-Bench ``inference.py`` ``parse_response``
+  (lines 147-174): ``vote_type`` in {leftvote, rightvote, tievote, bothbad_vote}; the judge's answer is read with
+  the greedy ``re.search(r"\\[\\[.*\\]\\]")`` and the match compared as an exact string (``[[A>B]]``/``[[A>>B]]`` for
+  leftvote, ``[[B>A]]``/``[[B>>A]]`` for rightvote, ``[[A=B=Good]]`` or ``[[A=B]]`` for tievote, ``[[A=B=Bad]]`` or
+  ``[[A=B]]`` for bothbad_vote); a response without a match counts as **wrong** (accuracy = mean over all rows).
+  rrbench's rule ``genai-4way`` (``tasks/rule_genai_4way.py``) re-reads each verdict judge's recorded answer that
+  way; the lenient reading is the alternative protocol ``genai-bench-4way-lenient``. Candidates are shown once, left
+  as A (``inference_configs.json``); generic VLM judges send the official template
+  (``genaibench/templates/<config>/pairwise.txt``, ``rrbench/prompts/data/genai-bench``).
 * The RationalRewards paper's scoring (github.com/TIGER-AI-Lab/RationalRewards, reward_model_evaluation/
   modular_rm_eval): left = A in one fixed order; leftvote -> A>B, rightvote -> B>A, every other vote -> one class
-  A=B (``dataset_adapters.py``); predicted A=B iff |s_A - s_B| <= tolerance, default 0 (``scoring.py``); failed
-  responses and unknown labels are skipped.
+  A=B (``dataset_adapters.py``); predicted A=B iff |s_A - s_B| <= tolerance, default 0 (``scoring.py``); an N/A
+  aspect score counts 2.5 (``scoring.py`` lines 25-29); failed responses and unknown labels are skipped.
 
 Assumed / chosen here:
 

@@ -13,13 +13,15 @@ Verified (sources named):
 * Official metric (evaluate/compute_scores/compute_accuracy.py): each pair is judged forward and reverse (A and B
   swapped, evaluate/generate_judgements/evaluate.py), the reverse judgement flipped; each order with a non-empty
   judgement counts once; accuracy = correct / evaluated; a pair or an order without a judgement is left out and
-  reported as missing. A judgement that is neither A nor B (a tie) is evaluated and wrong.
+  reported as missing. A judgement that is neither A nor B (a tie) is evaluated and wrong. Generic VLM judges send
+  MMRB2's own judge prompt (evaluation_prompts.py) and the rule ``mmrb2`` (``tasks/rule_mmrb2.py``) reads their JSON
+  answer as the official evaluator does (``better_response``, compared exactly).
 * The RationalRewards bundle flattens MMRB2 to pair_id, prompt_text, prompt_images, response_a_images,
   response_b_images, chosen (github.com/TIGER-AI-Lab/RationalRewards, modular_rm_eval/dataset_adapters.py); its
   scorer sends the first image of each answer, the prompt images as the source (editing), one fixed order, and
-  predicts A=B only on exactly equal scores (modular_rm_eval/inference_core.py, scoring.py); a failed call is
-  skipped. Its files for the two tasks are told apart by folder (``data/mmrb2/t2i/`` and ``data/mmrb2/imgedit/`` in
-  its batch scripts; see tasks/_bundle.py).
+  predicts A=B only on exactly equal scores, counts an N/A aspect 2.5 (modular_rm_eval/inference_core.py,
+  scoring.py); a failed call is skipped. Its files for the two tasks are told apart by folder
+  (``data/mmrb2/t2i/`` and ``data/mmrb2/imgedit/`` in its batch scripts; see tasks/_bundle.py).
 
 Assumed / chosen here:
 

@@ -30,6 +30,7 @@ from rrbench.metrics._rules import (
     predicted_class,
     shown_first,
 )
+from rrbench.prompts import answer_format
 from rrbench.registry import rule
 from rrbench.tasks._editreward_parse import read_2pair, read_npair
 from rrbench.types import Label, Prediction, Trial
@@ -87,6 +88,10 @@ class EditRewardExact(PairRule):
         if answer is None:
             return UNREAD
         k = group_k(meta)
+        if k > 2 and answer_format(answer[1]) != "editreward":
+            # The K=3/4 parser reads letters as the candidates' letters (A, B, C, D); another prompt (rrbench's
+            # own) calls the two shown images A and B, so its verdict is taken from the recorded prediction.
+            return UNREAD
         if k == 2:
             vote = read_2pair(answer[0])
             return vote if shown_first(trial) else _swap(vote)

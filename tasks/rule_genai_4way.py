@@ -114,5 +114,7 @@ class GenAIFourWay(PairRule):
         return {"answers_read": len(read), "lenient_reading_differs": differ}
 
 
-def _lenient(unit: PairUnit) -> PairClass | None:
-    return None if unit.prediction is None else predicted_class(unit.prediction)
+def _lenient(unit: PairUnit) -> PairClass:
+    """The lenient reading of the same answer; finding no verdict is the same outcome as the official none."""
+    cls = None if unit.prediction is None else predicted_class(unit.prediction)
+    return NO_VERDICT if cls is None else cls

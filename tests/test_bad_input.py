@@ -122,7 +122,7 @@ def test_output_that_cannot_be_written(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_two_runs_on_the_same_output_at_once(tmp_path: Path, cli_env: dict[str, str]) -> None:
     """The second process is refused in one line; the first finishes untouched, every sample once."""
-    args = [sys.executable, "-m", "rrbench.cli", "run", "--task", "sanity", "--model", "sleepy", "-M", "delay=0.05",
+    args = [sys.executable, "-m", "rrbench.cli", "run", "--task", "sanity", "--model", "sleepy", "-M", "delay=0.25",
             "-T", "n=16", "-T", "size=32", "--concurrency", "1", "--quiet", "--output", str(tmp_path / "runs")]
     env = {**cli_env, "RRBENCH_PLUGINS": PLUGINS}
     first = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -216,7 +216,9 @@ def test_metrics_tables_and_embedded_record_equal_run_json(runs: dict[str, Path]
         assert (row.attrs["data-metric"], row.attrs["data-failure-policy"]) == (m["metric"], m["failure_policy"])
         assert row.by_class("value")[0].text() == pct(m["value"])
         assert row.by_class("ci")[0].text() == ci(m)
-        assert row.by_class("n")[0].text() == str(m["n_units"])
+        # n counts samples; the units (trials, comparisons, groups) follow when they differ
+        units = "" if m["n_units"] == m["n_samples"] else f" ({m['n_units']} {m['unit']}s)"
+        assert row.by_class("n")[0].text() == f"{m['n_samples']}{units}"
     by_category = record["metrics"]["by_category"]
     category_rows = page.by_class("category-row", "tr")
     assert {r.attrs["data-category"] for r in category_rows} == set(by_category)

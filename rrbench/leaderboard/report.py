@@ -629,12 +629,21 @@ def _metrics_section(record: Mapping[str, Any]) -> str:
         f'<tr class="metric" data-metric="{_e(m.get("metric"))}" data-failure-policy="{_e(m.get("failure_policy"))}">'
         f"<td>{_e(m.get('metric'))}</td><td>{_e(m.get('tie_policy') or '')}</td><td>{_policy(m)}</td>"
         f'<td class="num value">{pct(m.get("value"))}</td><td class="ci">{_e(ci(m))}</td>'
-        f'<td class="num n">{_e(m.get("n_units", ""))}</td>'
+        f'<td class="num n">{_e(_n(m))}</td>'
         f'<td class="num">{_e(m.get("n_scored", ""))}/{_e(m.get("n_total", ""))}</td>'
         f'<td class="num">{_e(m.get("n_failed", ""))}</td><td class="notes">{_e(notes(m))}</td></tr>'
         for m in overall
     ]
     return f'<h2>Metrics</h2><table class="metrics">{head}{"".join(rows)}</table>'
+
+
+def _n(m: Mapping[str, Any]) -> str:
+    """Samples, with the units counted when they differ (``24 (48 trials)``); older records give units only."""
+    samples, units = m.get("n_samples"), m.get("n_units")
+    if samples is None:
+        return "" if units is None else str(units)
+    unit = m.get("unit") or "units"
+    return f"{samples}" if units in (None, samples) else f"{samples} ({units} {unit}s)"
 
 
 def _categories_section(record: Mapping[str, Any]) -> str:
@@ -649,7 +658,7 @@ def _categories_section(record: Mapping[str, Any]) -> str:
         for metric, pair in _by_metric(by_category[category]).items():
             cells = "".join(
                 f'<td class="num value">{pct(m.get("value"))}</td><td>{_e(ci(m))}</td>'
-                f'<td class="num">{_e(m.get("n_units", ""))}</td>' if m else "<td></td><td></td><td></td>"
+                f'<td class="num">{_e(_n(m))}</td>' if m else "<td></td><td></td><td></td>"
                 for m in (pair.get("excluded"), pair.get("wrong"))
             )
             rows.append(f'<tr class="category-row" data-category="{_e(category)}" data-metric="{_e(metric)}">'

@@ -201,7 +201,9 @@ def measured_cell(entry: RunEntry, metric: str, failure_policy: str) -> Cell | N
     ci = None
     if m.get("ci_low") is not None and m.get("ci_high") is not None:
         ci = (100 * float(m["ci_low"]), 100 * float(m["ci_high"]))
-    return Cell(MEASURED, value, entry.protocol_id, ci=ci, n=m.get("n_units"), failed=int(m.get("n_failed") or 0),
+    # n counts samples everywhere (a pair judged in both orders is one sample of two trials); older records lack it
+    n = m.get("n_samples", m.get("n_units"))
+    return Cell(MEASURED, value, entry.protocol_id, ci=ci, n=n, failed=int(m.get("n_failed") or 0),
                 run=entry.path.name)
 
 
@@ -282,7 +284,8 @@ def preference_table(entries: Sequence[RunEntry], reported: Sequence[Reported]) 
         row.cells[column.id] = _reported_cell(item, sources, notes)
     out = rows.sorted()
     caption = ("Preference accuracy (%) in the layout of the RationalRewards paper's Table 1. Measured: value "
-               "[95% bootstrap CI] · protocol, failures excluded (the per-task tables also count them as wrong). "
+               "[95% CI: exact for a proportion, else cluster bootstrap] · protocol, failures excluded (the "
+               "per-task tables also count them as wrong). "
                "Reported rows: the published number · the source's protocol, the source named in the setting "
                "column.")
     partial = ([f"{left_out} partial run(s) left out (fewer or other samples than the registered benchmark: "
@@ -343,7 +346,8 @@ def _task_table(setting: Setting, entries: Sequence[RunEntry], reported: Sequenc
         row.info.update(protocol=item.protocol, run=f"[{sources.number(item.source)}]")
         row.cells[f"{item.metric}:{PUBLISHED}"] = _reported_cell(item, sources, notes)
     out = rows.sorted()
-    caption = ("Every metric of each run, with failures excluded and counted as wrong; value [95% bootstrap CI]. "
+    caption = ("Every metric of each run, with failures excluded and counted as wrong; value [95% CI: exact for a "
+               "proportion, else cluster bootstrap; the method is in each run.json]. "
                "n = samples recorded; failed and label-skipped are counted, never hidden. Published numbers sit in "
                "their own 'as published' columns under the source's protocol.")
     return Table(f"task-{setting.slug}", setting.title(), columns, out,

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from rrbench.metrics._bootstrap import bootstrap_ci
 from rrbench.metrics._compute import metric_context, tally
@@ -124,5 +123,7 @@ def mcnemar_exact_p(b01: int, b10: int) -> float:
 
 def _two_sided_binomial_p(k: int, other: int) -> float:
     """Binomial(k + other, 1/2) two-sided p of k; 1 with nothing to compare (scipy needs n >= 1)."""
+    from scipy import stats  # imported on use (slow to import; most commands never compare)
+
     n = k + other
     return 1.0 if n == 0 else float(stats.binomtest(k, n, 0.5).pvalue)

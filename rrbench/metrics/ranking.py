@@ -12,7 +12,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
 from rrbench.metrics._core import Ledger, MetricContext, Tally, Unit, mean, trial_failure
 from rrbench.metrics._ties import merit
@@ -114,6 +113,8 @@ def kendall_tau_b(human: np.ndarray, model: np.ndarray) -> float:
     """scipy's Kendall tau-b; 0 for a constant model or human order (scipy gives NaN: no order to agree with)."""
     if np.ptp(human) == 0 or np.ptp(model) == 0:
         return 0.0
+    from scipy import stats  # imported on use (slow to import)
+
     return float(stats.kendalltau(human, model).statistic)
 
 
@@ -121,4 +122,6 @@ def spearman_rho(human: np.ndarray, model: np.ndarray) -> float:
     """scipy's Spearman rho (average ranks); 0 for a constant model or human order (scipy gives NaN)."""
     if np.ptp(human) == 0 or np.ptp(model) == 0:
         return 0.0
+    from scipy import stats  # imported on use (slow to import)
+
     return float(stats.spearmanr(human, model).statistic)

@@ -669,12 +669,19 @@ def judgement_from(parsed: Parsed, aggregation: str | None = None, na: str = "dr
     return _scored(critique, aggregation, na)
 
 
+def is_critique(judgement: Judgement) -> bool:
+    """Whether a judgement holds a critic's aspect scores (other models may record measures of their own as
+    aspects, e.g. classical-iqa's sharpness: those are no critique and are never re-aggregated)."""
+    return bool(judgement.aspects) and all(set(a) <= set(ALL_ASPECTS) for a in judgement.aspects)
+
+
 def reaggregate(judgement: Judgement, aggregation: str | None, na: str = "drop") -> Judgement:
     """The same critique under another aggregation or N/A policy, from its recorded aspect scores.
 
-    Judgements without aspects (a verdict judge, or a failure before parsing) are returned unchanged.
+    Judgements without critique aspects (a verdict judge, a scalar model, a failure before parsing) are returned
+    unchanged.
     """
-    if not judgement.aspects:
+    if not is_critique(judgement):
         return judgement
     return _scored(judgement, _checked(aggregation, len(judgement.aspects) == 2), na)
 

@@ -68,3 +68,23 @@ class Broken(RewardModel):
 @reward_model("broken", description="test model: raises on every call")
 def broken() -> RewardModel:
     return Broken()
+
+
+class NonFinite(RewardModel):
+    """Pointwise hash scores, except NaN or an infinity for every third image: what a broken scorer returns."""
+
+    name = "non-finite"
+    cacheable = False
+
+    def score(self, queries: Sequence[Query]) -> list[Judgement]:
+        out = []
+        for q in queries:
+            pick = int(hashlib.sha256(q.candidates[0].key.encode()).hexdigest()[:8], 16) % 6
+            value = {0: float("nan"), 1: float("inf")}.get(pick, _hash_score(q))
+            out.append(Judgement(scores=(value,)))
+        return out
+
+
+@reward_model("non-finite", description="test model: hash scores with NaN and infinities mixed in")
+def non_finite() -> RewardModel:
+    return NonFinite()
