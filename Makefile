@@ -12,3 +12,7 @@ bench:  ## every performance figure in one table (bench/suite.py; about 10 minut
 .PHONY: bench-quick
 bench-quick:  ## the same at smaller sizes: a smoke run
 	$(PY) bench/suite.py --quick
+
+.PHONY: mutation
+mutation:  ## mutation testing of the core modules against their fast tests (docs/mutation.md; ARGS="--module store")
+	$(PY) scripts/mutation.py $(ARGS)

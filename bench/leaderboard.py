@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from rrbench import cli
+from rrbench.runner import integrity
 
 # the toy-critic judge (a test plug-in) writes aspects and rationales, so critic plots have something to draw
 os.environ["RRBENCH_PLUGINS"] = str(Path(__file__).resolve().parents[1] / "tests" / "plugins" / "critic_models.py")
@@ -62,8 +63,11 @@ def clone(seeds: list[Path], out: Path, n: int) -> None:
                     m[key] = min(1.0, max(0.0, m[key] + shift))
         dst = out / f"{task}__judge-{i:04d}__{i:010x}"
         dst.mkdir(parents=True)
-        (dst / "run.json").write_text(json.dumps(record))
         shutil.copy(src / "samples.jsonl", dst / "samples.jsonl")
+        # Sealed as the runner seals what it writes: the leaderboard trusts a sealed record and recomputes only an
+        # unsealed (hand-edited) one from its log; the normal case is what this figure measures.
+        record["integrity"] = integrity(record, dst / "samples.jsonl")
+        (dst / "run.json").write_text(json.dumps(record))
 
 
 def quietly(args: list[str]) -> None:

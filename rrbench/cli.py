@@ -1,11 +1,17 @@
 """The `rrbench` command.
 
-Exit codes: 0 success, 2 user error (one line, no traceback), 1 internal error, 130 interrupted.
+Exit codes: 0 success, 2 user error (one line, no traceback), 1 internal error, 130 interrupted. A plug-in that
+raises while it is built (its factory) or started is a user error naming the plug-in (``RRBENCH_DEBUG=1`` adds the
+traceback); KeyboardInterrupt or SystemExit raised by a plug-in is an interruption. `rrbench run` also exits 1 when
+a run ends ``failed`` or ``incomplete`` (samples missing), after saying so.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import errno
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -26,6 +32,7 @@ RUN_EPILOG = """\
 examples:
   rrbench run                                       the embedded demo: sanity x classical-iqa, offline
   rrbench run --task sanity --model classical-iqa,random -T size=512 --limit 100
+  rrbench run --task genai-bench-t2i --model M --limit 200 --subset stratified   a quick, unbiased estimate
   rrbench run --task sanity --model always-first --order both
   rrbench run --task genai-bench --model M          a task group: one run per member, then a summary (ls groups)
   rrbench run --config run.yaml                     a flat YAML/JSON manifest, or any run.json to replay it
@@ -57,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rescore(sub)
     _add_compare(sub)
     _add_doctor(sub)
+    _add_runs(sub)
     _add_leaderboard(sub)
     _add_report(sub)
     return parser
@@ -75,7 +83,11 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--model", help="reward model name(s), comma-separated (see `rrbench ls models`)")
     p.add_argument("-T", dest="task_args", action="append", metavar="KEY=VALUE", help="task argument (repeatable)")
     p.add_argument("-M", dest="model_args", action="append", metavar="KEY=VALUE", help="model argument (repeatable)")
-    p.add_argument("--limit", type=int, help="judge only the first N samples of the task")
+    p.add_argument("--limit", type=int, help="judge only N samples of the task (the first N; see --subset)")
+    p.add_argument("--subset", choices=("first", "random", "stratified"),
+                   help="which N samples --limit takes: first (default, dataset order), random (a seeded sample: "
+                        "--seed), or stratified (seeded, proportional per category x label class); the chosen "
+                        "ids are recorded in the spec, so they name the run directory and a resume takes the same")
     p.add_argument("--seed", type=int, help="seed for order randomisation, baselines and bootstrap (default 0)")
     p.add_argument("--output", default=None, help="folder that holds run directories (default: runs/)")
     p.add_argument("--order", choices=("fixed", "swapped", "both", "random"),
@@ -84,6 +96,10 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--tie-policy", help="override the task's tie policy (see `rrbench ls metrics`)")
     p.add_argument("--failure-policy", choices=("excluded", "wrong"), help="headline failure policy")
     p.add_argument("--concurrency", type=int, default=None, help="samples in flight at once (default 32)")
+    p.add_argument("--call-timeout", type=float, default=None, metavar="SECONDS",
+                   help="deadline of one model call: past it, the call's samples fail as 'timeout' and the run goes "
+                        "on (default 600 for in-process models, none for server-backed ones, whose requests have "
+                        "-M timeout_s; 0 turns it off)")
     p.add_argument("--data", help="local copy of the task's dataset in its public schema (file or folder)")
     p.add_argument("--no-resume", action="store_true",
                    help="start fresh: an existing run directory of this spec is moved aside, not deleted")
@@ -96,11 +112,22 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key (never logged)")
 
 
+LS_EPILOG = """\
+examples:
+  rrbench ls                          everything registered, one line each
+  rrbench ls tasks                    tasks only
+  rrbench ls tasks genai-bench-t2i    one task in full: -T keys and defaults, protocols, data source, size
+  rrbench ls models pickscore         one model in full: -M keys and defaults, extra, the files it loads
+"""
+
+
 def _add_ls(sub: Any) -> None:
     p = sub.add_parser("ls", help="list registered tasks, task groups, models, generators, metrics, tie/credit "
-                                  "rules and judge prompts")
+                                  "rules and judge prompts; `ls KIND NAME` describes one in full",
+                       epilog=LS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", choices=("tasks", "groups", "models", "generators", "metrics", "rules",
                                                "prompts"), help="one kind only")
+    p.add_argument("name", nargs="?", help="one task, model, generator, metric or rule: describe it in full")
 
 
 def _add_show(sub: Any) -> None:
@@ -139,17 +166,49 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
 
 
+DOCTOR_EPILOG = """\
+examples:
+  rrbench doctor                                    the whole machine: every extra, GPU, writable folders
+  rrbench doctor --model pickscore --task pickapic-v2          what this run needs, and only that
+  rrbench doctor --model hpsv2.1 -M path=ckpt/HPSv2            the files -M path= must hold
+  rrbench doctor --task genai-bench-edit --data data/genai-bench   a local copy: found, right schema, size
+
+With --model/--task it checks exactly what `rrbench run` would load: the extras their code imports, the task's data
+(--data, or the hub snapshot in the local Hugging Face cache; not cached is a warning while the hub answers, since
+a run downloads it), the files the model reads (weights, tokenizer, base model), and a judge's engine, API key and
+server. `rrbench run` makes the same checks before it creates anything. Nothing is downloaded; an API key is
+reported as set or not, never shown.
+
+exit codes: 0 nothing would stop a run (warnings are fine), 1 at least one FAIL line, 2 a usage error (unknown
+model or task, a bad argument).
+"""
+
+
 def _add_doctor(sub: Any) -> None:
     p = sub.add_parser(
         "doctor",
-        help="check extras, GPU, writable folders; with --model: weights, engine, server and API key",
-        description="Say what this machine can run and, for one model, what is missing and how to fix it. "
-                    "Downloads nothing; API keys are reported as set or not, never shown.",
+        help="what a run needs and what is missing, with the fix (exit 1 when something would stop a run)",
+        description="Say what this machine can run and, for one model and task, what is missing and how to fix it.",
+        epilog=DOCTOR_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", help="a reward model to check (see `rrbench ls models`)")
     p.add_argument("-M", dest="model_args", action="append", metavar="KEY=VALUE", help="model argument (repeatable)")
+    p.add_argument("--task", help="a task whose data to check (see `rrbench ls tasks`)")
+    p.add_argument("-T", dest="task_args", action="append", metavar="KEY=VALUE", help="task argument (repeatable)")
+    p.add_argument("--data", help="the local copy of the task's dataset that `run --data` would read")
     p.add_argument("--base-url", dest="base_urls", action="append", metavar="URL", help="endpoint to check")
     p.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key")
+    p.add_argument("--output", default=None, help="the folder runs would go to (default: runs/)")
+
+
+def _add_runs(sub: Any) -> None:
+    p = sub.add_parser(
+        "runs",
+        help="list run directories: task, model, status, samples, headline number with its CI, PARTIAL",
+        description="List the run directories under the given folders (default: runs/), newest first.",
+    )
+    p.add_argument("paths", nargs="*", help="run directories or folders holding them (default: runs/)")
 
 
 LEADERBOARD_EPILOG = """\
@@ -215,16 +274,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     planned = expand(_split(fields.pop("task")), fields.pop("task_args", {}))  # task groups become their members
     models = _split(fields.pop("model"))
     output = Path(fields.pop("output", None) or "runs")
-    keys = ("concurrency", "no_resume", "cache", "no_cache", "quiet", "base_urls", "api_key_env")
+    keys = ("concurrency", "no_resume", "cache", "no_cache", "quiet", "base_urls", "api_key_env", "call_timeout")
     options = {k: fields.pop(k) for k in keys if k in fields}
     if any(item.group for item in planned):
         return _run_group(planned, models, fields, output, options)
+    specs = [RunSpec.from_json({**fields, "task": item.task, "task_args": item.task_args, "model": model_name})
+             for item in planned for model_name in models]
+    _preflight(specs, options)  # what is missing for any of them, all in one line, before anything is created
+    chosen: dict[str, Any] = {}
     worst = 0
-    for item in planned:
-        for model_name in models:
-            spec = RunSpec.from_json({**fields, "task": item.task, "task_args": item.task_args, "model": model_name})
-            worst = max(worst, execute(spec, output, **options))
+    for spec in specs:
+        worst = max(worst, execute(_choose_subset(spec, chosen, options), output, **options))
     return worst
+
+
+def _preflight(specs: list[RunSpec], options: dict[str, Any]) -> None:
+    from rrbench.doctor import preflight
+
+    preflight(specs, {"base_urls": options.get("base_urls"), "api_key_env": options.get("api_key_env")})
+
+
+def _choose_subset(spec: RunSpec, chosen: dict[str, Any], options: dict[str, Any]) -> RunSpec:
+    """``--subset random|stratified``: the ids join the spec before the run directory is named (once per task and
+    data for all the models of one command)."""
+    from rrbench import subset
+
+    if subset.method_of(spec) == "first":
+        return spec
+    key = repr((spec.task, sorted(spec.task_args.items()), spec.data, spec.seed, spec.limit, subset.method_of(spec)))
+    task = registry.get("task", spec.task).build(**spec.task_args)
+    if key not in chosen:
+        resolved = subset.resolve(spec, task)
+        chosen[key] = (resolved.subset, resolved.limit)
+    resolved = dataclasses.replace(spec, subset=chosen[key][0], limit=chosen[key][1])
+    if not options.get("quiet"):
+        print(subset.describe(resolved, task.size_of(Path(spec.data) if spec.data else None)), file=sys.stderr)
+    return resolved
 
 
 def _run_group(planned: list[Planned], models: list[str], fields: dict[str, Any], output: Path,
@@ -238,6 +323,8 @@ def _run_group(planned: list[Planned], models: list[str], fields: dict[str, Any]
     for item, model_name in [(item, model) for item in planned for model in models]:
         spec = RunSpec.from_json({**fields, "task": item.task, "task_args": item.task_args, "model": model_name})
         try:
+            _preflight([spec], options)
+            spec = _choose_subset(spec, {}, options)
             worst = max(worst, execute(spec, output, **options))
             done.append(Done(item, model_name, output / spec.dirname()))
         except UserError as exc:
@@ -256,8 +343,9 @@ def _run_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = load_manifest(args.config) if args.config else {}
     flags = {
         "task": args.task, "model": args.model, "limit": args.limit, "seed": args.seed, "output": args.output,
-        "order": args.order, "protocol": args.protocol, "tie_policy": args.tie_policy,
+        "order": args.order, "protocol": args.protocol, "tie_policy": args.tie_policy, "subset": args.subset,
         "failure_policy": args.failure_policy, "concurrency": args.concurrency, "data": args.data,
+        "call_timeout": args.call_timeout,
         "cache": args.cache, "base_urls": args.base_urls, "api_key_env": args.api_key_env,
     }
     fields.update({k: v for k, v in flags.items() if v is not None})
@@ -283,6 +371,8 @@ def _split(value: str) -> list[str]:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     kinds = {"tasks": "task", "models": "model", "generators": "generator", "metrics": "metric", "rules": "rule"}
+    if args.name:
+        return _ls_one(args.what, args.name, kinds)
     chosen = [args.what] if args.what else ["tasks", "groups", *(k for k in kinds if k != "tasks"), "prompts"]
     for plural in chosen:
         if plural == "groups":
@@ -299,6 +389,33 @@ def cmd_ls(args: argparse.Namespace) -> int:
         width = max((len(e.name) for e in entries), default=0)
         for entry in entries:
             print(f"  {entry.name.ljust(width)}  {_ls_detail(entry)}")
+    return 0
+
+
+def _ls_one(what: str | None, name: str, kinds: dict[str, str]) -> int:
+    """`rrbench ls KIND NAME`: one plug-in in full (rrbench.listing)."""
+    from rrbench import listing
+
+    if what is None:
+        raise UserError(f"name the kind first: rrbench ls tasks {name} (or models, groups, ...)")
+    if what in kinds:
+        print(listing.describe(kinds[what], name))
+        return 0
+    if what == "groups":
+        group = registry.find_group(name)
+        if group is None:
+            raise UserError(f"unknown task group '{name}'; see `rrbench ls groups`")
+        members = "\n".join(f"  {m.label()}" for m in group.members)
+        print(f"task group {group.name}: {group.description}\nmembers (one run each; -T goes to every member):\n"
+              f"{members}\ndefined in: {group.module}")
+        return 0
+    from rrbench import prompts
+
+    spec = prompts.catalogue().get(name)
+    if spec is None:
+        raise UserError(f"unknown judge prompt '{name}'; see `rrbench ls prompts`")
+    source = "\n".join(f"  {k}: {v}" for k, v in spec.source.items())
+    print(f"judge prompt {spec.key}: {spec.kind}, {spec.answer} answer\nsource:\n{source}")
     return 0
 
 
@@ -354,10 +471,14 @@ def _task_summary(entry: registry.Entry) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from rrbench.runner import checked_record
     from rrbench.store import read_json
 
     path = Path(args.run_dir)
-    print(describe_run(read_json(path / "run.json"), str(path)))
+    record, note = checked_record(path, read_json(path / "run.json"))  # the log's numbers, not a hand-edited copy
+    print(describe_run(record, str(path)))
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -400,25 +521,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    """Exit codes: 0 nothing would stop a run, 1 at least one FAIL, 2 a usage error (see DOCTOR_EPILOG)."""
     from rrbench import doctor
 
-    print("environment:")
-    checks = list(doctor.environment_checks())
-    for check in checks:
-        print(check.line())
-    if args.model:
-        runtime = {"base_urls": args.base_urls, "api_key_env": args.api_key_env}
-        runtime = {k: v for k, v in runtime.items() if v}
-        entry = registry.get("model", args.model)
-        model = entry.build(**parse_assignments(args.model_args, "-M"), **runtime)
-        print(f"model {args.model}:")
-        model_checks = list(doctor.model_checks(model))
-        for check in model_checks:
+    if not args.model and not args.task:
+        if args.model_args or args.task_args or args.data:
+            raise UserError("-M, -T and --data need --model or --task")
+        sections = [("environment", list(doctor.environment_checks()))]
+    else:
+        target = doctor.doctor_target(
+            args.task, parse_assignments(args.task_args, "-T"), args.model, parse_assignments(args.model_args, "-M"),
+            {"base_urls": args.base_urls, "api_key_env": args.api_key_env}, args.data)
+        what = " on ".join(n for n in (args.model, args.task) if n)
+        sections = [(title if title != "needed" else f"needed by {what}", checks)
+                    for title, checks in target.sections(Path(args.output or "runs"))]
+    checks = [c for _, section in sections for c in section]
+    for title, section in sections:
+        print(f"{title}:")
+        for check in section:
             print(check.line())
-        checks += model_checks
     failed = sum(c.status == "FAIL" for c in checks)
     print(f"\n{failed} problem(s) that would stop a run, {sum(c.status == 'warn' for c in checks)} warning(s)")
     return 1 if failed else 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rrbench.listing import runs_table
+
+    paths = [Path(p) for p in args.paths] or [Path("runs")]
+    if not args.paths and not paths[0].exists():
+        raise UserError("no runs/ folder here: name run directories or folders of runs (rrbench runs DIR ...)")
+    print(runs_table(paths))
+    return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -438,11 +572,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare,
-    "doctor": cmd_doctor, "leaderboard": cmd_leaderboard, "report": cmd_report,
+    "doctor": cmd_doctor, "leaderboard": cmd_leaderboard, "report": cmd_report, "runs": cmd_runs,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a dataset's lone surrogate in a printed name must not crash a command
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -454,17 +591,75 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
+        _debug_traceback(exc.__cause__)
         print(f"rrbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rrbench: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:  # rrbench's commands return their code: this one was raised by a plug-in
+        print(f"rrbench: interrupted (SystemExit({exc.code!r}) raised by a plug-in)", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         return 0
-    except Exception:
-        traceback.print_exc()
-        print("rrbench: internal error (the traceback above is a bug; please report it)", file=sys.stderr)
-        return 1
+    except BaseException as exc:
+        return _unexpected(exc)
+
+
+def _unexpected(exc: BaseException) -> int:
+    """A plug-in's factory failing, or a full disk: one line, exit 2. Anything else is a bug: traceback, exit 1."""
+    message = _plugin_failure(exc)
+    if message is not None:
+        _debug_traceback(exc)
+        print(f"rrbench: error: {message}", file=sys.stderr)
+        return 2
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        print(f"rrbench: error: cannot write {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
+        return 2
+    traceback.print_exception(exc)
+    print("rrbench: internal error (the traceback above is a bug; please report it)", file=sys.stderr)
+    return 1
+
+
+def _plugin_failure(exc: BaseException) -> str | None:
+    """One line for an exception that is a plug-in's fault, not rrbench's (so no traceback that blames rrbench):
+    raised while its factory ran (the registry's ``Entry.build`` is on its way out), or raised in a plug-in's own
+    file (a task's sample count, say, read before a run starts)."""
+    from rrbench.runner import plugin_error
+
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    build = registry.Entry.build.__code__
+    entry = next((frame.f_locals.get("self") for frame in frames if frame.f_code is build), None)
+    if isinstance(entry, registry.Entry):
+        return str(plugin_error(f"{entry.kind} '{entry.name}' ({entry.module}) failed to build", exc))
+    if not frames:
+        return None
+    code = frames[-1].f_code
+    owners = _plugin_files().get(code.co_filename)
+    if not owners:
+        return None
+    qualname = getattr(code, "co_qualname", code.co_name)  # e.g. "factory.<locals>.count": the factory's own code
+    mine = [e for e in owners if qualname.split(".")[0] == getattr(e.factory, "__qualname__", "").split(".")[0]]
+    if len(mine) == 1 or len(owners) == 1:
+        entry = (mine or owners)[0]
+        return str(plugin_error(f"{entry.kind} '{entry.name}' ({entry.module}) raised", exc))
+    return str(plugin_error(f"plug-in {owners[0].module} raised", exc))
+
+
+def _plugin_files() -> dict[str, list[registry.Entry]]:
+    """The source file of each registered plug-in's module, with the plug-ins it defines."""
+    files: dict[str, list[registry.Entry]] = {}
+    for kind in registry.KINDS:
+        for entry in registry.entries(kind):
+            path = getattr(sys.modules.get(entry.module), "__file__", None)
+            if path:
+                files.setdefault(path, []).append(entry)
+    return files
+
+
+def _debug_traceback(exc: BaseException | None) -> None:
+    if exc is not None and os.environ.get("RRBENCH_DEBUG"):
+        traceback.print_exception(exc)
 
 
 if __name__ == "__main__":

@@ -3,21 +3,79 @@
 The runner awaits one request at a time per sample; the dispatcher turns the requests of many samples in flight
 into batches for in-process models (one worker thread, so the event loop never blocks on a forward pass) or into
 up to ``model.concurrency`` simultaneous calls for server-backed models.
+
+A model is a plug-in, so the batcher trusts nothing it does: whatever a call raises (any exception, including
+BaseException subclasses other than KeyboardInterrupt and SystemExit) or returns (the wrong number or type of
+answers) fails that call's queries, never the batcher. KeyboardInterrupt or SystemExit raised by a model stop the
+run as Ctrl-C does. A call may have a deadline (``call_timeout_s``): past it, its queries fail as ``timeout`` and the
+call is abandoned, since a thread cannot be killed (``DaemonThreads`` keeps an abandoned thread from holding up
+the exit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import dataclasses
 import math
+import queue
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from rrbench.models._base import RewardModel
 from rrbench.store import ResponseCache
 from rrbench.types import DataError, FailureKind, Judgement, Query
 
 Call = Callable[[Sequence[Query]], Awaitable[list[Judgement]]]
+DEFAULT_CALL_TIMEOUT_S = 600.0  # in-process models (synchronous score/compare): the longest one call may take
+
+
+class CallTimeout(Exception):
+    """A model call passed its deadline."""
+
+
+class ModelInterrupt(Exception):
+    """A model raised KeyboardInterrupt or SystemExit: the run stops as on Ctrl-C (wrapped, since either one
+    escaping an asyncio task would tear down the event loop)."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(f"{type(original).__name__}{original.args!r}" if original.args else type(original).__name__)
+        self.original = original
+
+
+class _Raised(Exception):
+    """A BaseException that is not an Exception, raised by a model, carried as an ordinary exception."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task was asked to stop (a CancelledError may also be a model's own, e.g. from a client
+    library: that one is the call's failure, not ours)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or bool(cancelling())  # Python 3.10 cannot tell: treat it as ours
+
+
+async def guarded(call: Call, queries: Sequence[Query]) -> list[Judgement]:
+    """``call(queries)`` with whatever it raises turned into an ordinary exception (see the classes above)."""
+    try:
+        return await call(queries)
+    except asyncio.CancelledError as exc:
+        if _being_cancelled():
+            raise
+        raise _Raised(exc) from exc  # the model's own (a client library's), not a stop of ours
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise ModelInterrupt(exc) from exc
+    except Exception:
+        raise
+    except BaseException as exc:  # GeneratorExit, or a plug-in's own BaseException subclass
+        raise _Raised(exc) from exc
 
 
 class Batcher:
@@ -27,7 +85,8 @@ class Batcher:
     nothing waits on a timer when it is idle.
     """
 
-    def __init__(self, call: Call, batch_size: int, workers: int) -> None:
+    def __init__(self, call: Call, batch_size: int, workers: int, *, call_timeout_s: float | None = None,
+                 on_interrupt: Callable[[BaseException], None] | None = None) -> None:
         self._call = call
         self._batch_size = max(1, batch_size)
         self._slots = asyncio.Semaphore(max(1, workers))
@@ -35,7 +94,11 @@ class Batcher:
         self._nonempty = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._abandoned: set[asyncio.Future[Any]] = set()
+        self._deadline = call_timeout_s if call_timeout_s and call_timeout_s > 0 else None
+        self._on_interrupt = on_interrupt
         self.calls = 0  # queries sent to the model
+        self.abandoned = 0  # calls left running past their deadline
 
     async def submit(self, query: Query) -> Judgement:
         if self._pump_task is None:
@@ -70,17 +133,28 @@ class Batcher:
             for (_, future), answer in zip(batch, answers, strict=True):
                 if not future.done():
                     future.set_result(answer)
+        except ModelInterrupt as exc:
+            if self._on_interrupt is not None:
+                self._on_interrupt(exc.original)  # the runner stops first, so the cancelled samples are not failures
+            for _, future in batch:
+                future.cancel()
         finally:
             self._slots.release()
+            for _, future in batch:  # whatever ended this call, nobody waits for its answers forever
+                if not future.done():
+                    future.set_result(Judgement.failed(FailureKind.ERROR, "the model call ended without an answer"))
 
     async def _answer(self, queries: list[Query]) -> list[Judgement]:
         start = time.perf_counter()
         try:
-            answers = await self._call(queries)
-            if len(answers) != len(queries):
-                raise RuntimeError(f"model returned {len(answers)} judgements for {len(queries)} queries")
+            answers = _checked(await self._timed(queries), len(queries))
         except asyncio.CancelledError:
             raise
+        except ModelInterrupt:
+            raise
+        except CallTimeout as exc:
+            # Not split and retried one by one like other failures: a hung model would hang once per query.
+            return [Judgement.failed(FailureKind.TIMEOUT, str(exc)) for _ in queries]
         except Exception as exc:
             if len(queries) > 1:
                 # One broken sample must not fail its batch-mates: retry them one by one.
@@ -89,6 +163,33 @@ class Batcher:
         latency = (time.perf_counter() - start) / len(queries)
         answers = [finite(a) for a in answers]
         return [a if a.latency_s is not None else dataclasses.replace(a, latency_s=latency) for a in answers]
+
+    async def _timed(self, queries: list[Query]) -> list[Judgement]:
+        if self._deadline is None:
+            return await guarded(self._call, queries)
+        call = asyncio.ensure_future(guarded(self._call, queries))
+        try:
+            done, _ = await asyncio.wait({call}, timeout=self._deadline)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        if not done:
+            # Asked to stop, never awaited: a call stuck in a thread (or one that ignores cancellation) is left
+            # behind rather than waited for.
+            call.cancel()
+            self._abandon(call)
+            raise CallTimeout(f"the model call did not return within {self._deadline:g} s (--call-timeout)")
+        return call.result()
+
+    def _abandon(self, call: asyncio.Future[Any]) -> None:
+        self.abandoned += 1
+        self._abandoned.add(call)
+        call.add_done_callback(self._forget)
+
+    def _forget(self, call: asyncio.Future[Any]) -> None:
+        self._abandoned.discard(call)
+        if not call.cancelled():
+            call.exception()  # retrieved, so asyncio does not log it: the call's samples have already failed
 
     async def aclose(self) -> None:
         if self._pump_task is not None:
@@ -101,6 +202,61 @@ class Batcher:
         for task in self._running:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+        for call in self._abandoned:
+            call.cancel()
+
+
+def _checked(answers: Any, n: int) -> list[Judgement]:
+    """The model's answers, if they are what the interface promises: one Judgement per query."""
+    if not isinstance(answers, list | tuple):
+        raise TypeError(f"the model returned {type(answers).__name__}, not a list of judgements")
+    if len(answers) != n:
+        raise RuntimeError(f"model returned {len(answers)} judgements for {n} queries")
+    wrong = next((a for a in answers if not isinstance(a, Judgement)), None)
+    if wrong is not None:
+        raise TypeError(f"the model returned a {type(wrong).__name__} where a Judgement belongs")
+    return list(answers)
+
+
+class DaemonThreads(concurrent.futures.ThreadPoolExecutor):
+    """The event loop's default executor during a run: daemon threads, reused while idle, so a call stuck in a model
+    (which no thread API can stop) holds up neither the loop's shutdown nor the interpreter's exit; Ctrl-C and a call
+    deadline leave it behind, and the next call gets another thread. (asyncio.to_thread, used for in-process models
+    and backends, runs here.)"""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)  # the pool's own machinery is never used: submit() below replaces it
+        self._work: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._started = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._work.put((future, contextvars.copy_context(), fn, args, kwargs))
+        if not self._idle.acquire(timeout=0):
+            self._started += 1
+            threading.Thread(target=self._worker, name=f"rrbench-call-{self._started}", daemon=True).start()
+        return future
+
+    def _worker(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, context, fn, args, kwargs = item
+            del item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = context.run(fn, *args, **kwargs)
+                except BaseException as exc:  # delivered to the awaiting coroutine, KeyboardInterrupt included
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del future, context, fn, args, kwargs
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Never waits: idle threads end now, a stuck one when (if ever) its call returns."""
+        for _ in range(self._started):
+            self._work.put(None)
+        self._started = 0
 
 
 def finite(judgement: Judgement) -> Judgement:
@@ -115,21 +271,40 @@ def finite(judgement: Judgement) -> Judgement:
 
 
 def _failure_from(exc: Exception) -> Judgement:
-    kind = FailureKind.DATA if isinstance(exc, DataError) else FailureKind.ERROR
-    return Judgement.failed(kind, f"{type(exc).__name__}: {exc}"[:2000])
+    if isinstance(exc, _Raised):
+        exc_shown: BaseException = exc.original
+    else:
+        exc_shown = exc
+    kind = FailureKind.DATA if isinstance(exc_shown, DataError) else FailureKind.ERROR
+    return Judgement.failed(kind, describe_exception(exc_shown)[:2000])
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` (just the type when the message is empty)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Dispatcher:
-    """The runner's only door to the model: cache lookup, then the batcher for the request's operation."""
+    """The runner's only door to the model: cache lookup, then the batcher for the request's operation.
 
-    def __init__(self, model: RewardModel, cache: ResponseCache) -> None:
+    ``call_timeout_s``: the deadline of one model call; None gives in-process models (the synchronous interface)
+    ``DEFAULT_CALL_TIMEOUT_S`` and server-backed ones none (their requests have their own, ``-M timeout_s``); 0
+    turns it off."""
+
+    def __init__(self, model: RewardModel, cache: ResponseCache, *, call_timeout_s: float | None = None,
+                 on_interrupt: Callable[[BaseException], None] | None = None) -> None:
         self.model = model
         self.cache = cache
         self.fingerprint = model.fingerprint()
         workers = model.concurrency if model.is_async else 1
+        if call_timeout_s is None:
+            call_timeout_s = None if model.is_async else DEFAULT_CALL_TIMEOUT_S
+        self.call_timeout_s = call_timeout_s or None
         self._batchers = {
-            "score": Batcher(model.ascore, model.batch_size, workers),
-            "compare": Batcher(model.acompare, model.batch_size, workers),
+            op: Batcher(call, model.batch_size, workers, call_timeout_s=self.call_timeout_s,
+                        on_interrupt=on_interrupt)
+            for op, call in (("score", model.ascore), ("compare", model.acompare))
         }
         self.cache_hits = 0
 
@@ -137,13 +312,22 @@ class Dispatcher:
     def model_calls(self) -> int:
         return sum(b.calls for b in self._batchers.values())
 
+    @property
+    def abandoned_calls(self) -> int:
+        return sum(b.abandoned for b in self._batchers.values())
+
     async def submit(self, op: str, query: Query) -> Judgement:
         key = f"{self.fingerprint}:{op}:{query.key}"
         if self.model.cacheable:
             hit = self.cache.get(key)
             if hit is not None:
-                self.cache_hits += 1
-                return Judgement.from_json(hit)
+                try:
+                    judgement = Judgement.from_json(hit)
+                except (KeyError, TypeError, ValueError):
+                    judgement = None  # an entry this version cannot read: ask the model again
+                if judgement is not None:
+                    self.cache_hits += 1
+                    return judgement
         judgement = await self._batchers[op].submit(query)
         if judgement.ok and self.model.cacheable:
             self.cache.put(key, judgement.to_json())

@@ -8,17 +8,16 @@ image cells stay encoded bytes until a model decodes them, so memory does not gr
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
-from collections.abc import Iterator, Sequence
+import stat
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rrbench.registry import require
-from rrbench.types import DataError, Media, UserError
+from rrbench.types import Media, UserError, file_kind, image_limits
 
 BATCH_ROWS = 16  # parquet rows decoded at once: a few images each, so a few MB
 
@@ -58,16 +57,32 @@ class Rows:
 
 def open_rows(source: Source, data: Path | None) -> Rows:
     """The rows of ``source``'s split, from ``data`` (a file or folder) or from the hub snapshot."""
+    image_limits()  # a malformed $RRBENCH_MAX_IMAGE_* is one line now, not a failure per image later
     if data is None:
         data = _snapshot(source)
         origin = f"{source.dataset}@{data.name}"
     else:
         origin = str(data)
-    if not data.exists():
-        raise UserError(f"--data path does not exist: {data}")
-    files = (data,) if data.is_file() else _split_files(data, source)
-    root = data.parent if data.is_file() else data
+    kind = _kind_of_data(data)
+    files = (data,) if kind == "file" else _split_files(data, source)
+    root = data.parent if kind == "file" else data
     return Rows(files=files, root=root, size=_count(files), origin=origin)
+
+
+def _kind_of_data(data: Path) -> str:
+    """Whether ``data`` is a "file" or a "folder"; anything else (missing, a link loop, a FIFO or a device) is
+    refused in one line, before anything opens it."""
+    try:
+        mode = data.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"--data path does not exist: {data}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read --data {data}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISREG(mode):
+        return "file"
+    raise UserError(f"--data {data} is {file_kind(mode)}, not a dataset file or folder")
 
 
 # Hub snapshots read in this process: dataset id -> the commit actually read (a pin, or whatever the cache held).
@@ -76,15 +91,13 @@ SNAPSHOTS: dict[str, dict[str, str | None]] = {}
 
 
 def _snapshot(source: Source) -> Path:
+    """The snapshot folder, from the local cache or the hub; offline or an unreachable hub fails within seconds
+    with one line (rrbench.hubaccess: HF_HUB_OFFLINE, a short probe of the endpoint, no retry storms)."""
+    from rrbench import hubaccess
+
     hub = require("huggingface_hub", "datasets")
     patterns = list(source.files) or ["*.parquet", "**/*.parquet", "*.json", "*.jsonl", "**/*.json*"]
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    try:
-        path = hub.snapshot_download(source.dataset, repo_type="dataset", revision=source.revision,
-                                     allow_patterns=patterns, local_files_only=offline)
-    except Exception as exc:  # offline, not cached, no such repo or revision: all fixed the same way
-        raise UserError(f"cannot get dataset {source.dataset} ({type(exc).__name__}); "
-                        f"fetch it once: {source.fetch_hint()}") from None
+    path = hubaccess.snapshot(hub, source.dataset, source.revision, patterns, source.fetch_hint())
     SNAPSHOTS[source.dataset] = {"requested": source.revision, "commit": Path(path).name}
     return Path(path)
 
@@ -93,11 +106,12 @@ def _split_files(folder: Path, source: Source) -> tuple[Path, ...]:
     """The files of one config and split in a folder laid out as on the hub."""
     if source.files:
         # Entries may be glob patterns (hub file names carry content hashes), as snapshot_download's patterns are.
-        found = [p for f in source.files for p in sorted(folder.glob(f))]
+        found = regular_files((p for f in source.files for p in sorted(folder.glob(f))), skip_folders=False)
         if not found:
             raise UserError(f"{folder} has none of {', '.join(source.files)} ({source.dataset}'s layout)")
         return _complete(tuple(found))
-    parquet = sorted(p for p in folder.rglob("*.parquet") if ".cache" not in p.parts)
+    # Only a .cache folder *inside* the copy is skipped: the copy itself may well live below ~/.cache (the hub's).
+    parquet = regular_files(sorted(p for p in folder.rglob("*.parquet") if ".cache" not in p.relative_to(folder).parts))
     if not parquet:
         raise UserError(f"no parquet files under {folder}; expected {source.dataset}'s layout "
                         f"({source.config or 'data'}/{source.split}-*.parquet)")
@@ -133,6 +147,24 @@ def _complete(files: tuple[Path, ...]) -> tuple[Path, ...]:
     return files
 
 
+def regular_files(paths: Iterable[Path], skip_folders: bool = True) -> list[Path]:
+    """The data files found by a search, each checked before anything opens it: a folder named like a data file is
+    skipped (Spark writes ``x.parquet/part-*.parquet``; the search finds the parts), and a FIFO (opening it would
+    block), a device or socket, a link loop or an unreadable entry is refused in one line."""
+    out = []
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if stat.S_ISDIR(mode) and skip_folders:
+            continue
+        if not stat.S_ISREG(mode):
+            raise UserError(f"{path} is {file_kind(mode)}, not a data file; remove it from the dataset folder")
+        out.append(path)
+    return out
+
+
 def _is_split(path: Path, split: str) -> bool:
     name = path.name
     return name == f"{split}.parquet" or name.startswith(f"{split}-") or path.parent.name == split
@@ -149,38 +181,67 @@ def _count(files: Sequence[Path]) -> int | None:
 
 
 def _parquet_rows(file: Path) -> Iterator[dict[str, Any]]:
+    pa = require("pyarrow", "datasets")
     pq = require("pyarrow.parquet", "datasets")
+    # A footer that reads fine says nothing of the pages: garbled ones fail while a run is under way, as ArrowInvalid
+    # (a ValueError), OSError (thrift, snappy) or invalid UTF-8 in a string column. Only the reading is guarded, so
+    # an error of whoever consumes the rows is never reported as a corrupt file.
+    errors = (OSError, ValueError, pa.ArrowException)
+    done = 0
     try:
         # pyarrow's default pre_buffer=True keeps every byte range it has read until the file is closed, so memory
         # grew with the file (4.2 GB peak for 5,000 pairs at 512x512, bench/data_memory.py); a buffered stream
         # reads each column chunk in 1 MiB pieces and lets a row group go once it is consumed.
-        reader = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20)
-        for batch in reader.iter_batches(batch_size=BATCH_ROWS):
-            yield from batch.to_pylist()
-    except OSError as exc:
-        raise UserError(f"cannot read {file}: {exc}") from None
+        batches = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20).iter_batches(batch_size=BATCH_ROWS)
+    except errors as exc:
+        raise UserError(f"cannot read {file}: {_first_line(exc)}") from None
+    while True:
+        try:
+            batch = next(batches, None)
+            rows = [] if batch is None else batch.to_pylist()
+        except errors as exc:
+            raise UserError(f"{file} is corrupt after row {done:,} ({_first_line(exc)}); fetch it again") from None
+        if batch is None:
+            return
+        done += len(rows)
+        yield from rows
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _json_rows(file: Path) -> Iterator[dict[str, Any]]:
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{file} is not UTF-8 text: {exc}") from None
     try:
         if file.suffix == ".jsonl":
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
             loaded = json.loads(text)
             rows = loaded if isinstance(loaded, list) else loaded.get("data", loaded.get("rows"))
-    except (ValueError, AttributeError) as exc:
-        raise UserError(f"{file} is not valid JSON: {exc}") from None
+    except (ValueError, AttributeError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
+        raise UserError(f"{file} is not valid JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(rows, list):
         raise UserError(f"{file}: expected a list of rows")
-    yield from rows
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):  # the tasks look up columns by name
+            kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(row), "a number")
+            raise UserError(f"{file}: row {i} is {kind}, not an object with the dataset's fields")
+        yield row
 
 
 def media(value: Any, root: Path, what: str) -> Media:
-    """An image cell as stored: HF ``Image`` struct ({bytes, path}), raw bytes, or a path relative to ``root``."""
+    """An image cell as stored: HF ``Image`` struct ({bytes, path}), raw bytes, or a path relative to ``root``.
+
+    A path must lead to a file inside ``root`` (``confinement``): an absolute path or ``..`` that leaves it, or a
+    link out of it, is the sample's data failure, and the file is never opened.
+    """
     if isinstance(value, dict):
         if value.get("bytes"):
             return Media.from_bytes(value["bytes"])
@@ -188,19 +249,23 @@ def media(value: Any, root: Path, what: str) -> Media:
     if isinstance(value, bytes | bytearray) and value:
         return Media.from_bytes(bytes(value))
     if isinstance(value, str) and value:
-        path = Path(value)
-        return Media.from_path(path if path.is_absolute() else root / path)
+        return Media.from_path(root / value, root=confinement(root))
     return missing(f"missing/{what}", f"{what}: no image (got {type(value).__name__})")
+
+
+def confinement(root: Path) -> Path:
+    """The folder a dataset's image paths must stay inside: its own root, or, for a hub snapshot (whose files are
+    links into the repository's ``blobs/``), that dataset's folder in the hub cache."""
+    for folder in (root, *root.parents):
+        if folder.parent.name == "snapshots" and (folder.parent.parent / "blobs").is_dir():
+            return folder.parent.parent
+    return root
 
 
 def missing(key: str, message: str) -> Media:
     """An image that is not there: it fails with ``message`` when a model reads it, so the sample is recorded as a
     data failure and the run goes on (a recipe needs no bytes for its key)."""
-    return Media.from_recipe(key, functools.partial(_raise, message))
-
-
-def _raise(message: str) -> bytes:
-    raise DataError(message)
+    return Media.unavailable(key, message)
 
 
 def column(row: dict[str, Any], name: str, source: Source) -> Any:

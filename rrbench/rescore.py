@@ -4,7 +4,9 @@ What can change: the tie policy, the failure policy, and for critique judges the
 per-aspect scores and its N/A policy (the scores and predictions are recomputed from the aspects).
 
 The result is a new run directory beside the source (or under --output) whose run.json names its source, so the
-original run is never modified and both numbers stay available with their protocol ids.
+original run is never modified and both numbers stay available with their protocol ids. It is built in a hidden
+folder beside its place and put there in one step (store.publish_dir): a kill at any moment leaves the previous
+output or the new one, never a mix; an output inside the source run is refused.
 """
 
 from __future__ import annotations
@@ -12,15 +14,26 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from rrbench import metrics
 from rrbench.models import _rationalrewards_format as rr
 from rrbench.protocols import pairwise
-from rrbench.runner import now_iso, summarize, trial_credit
+from rrbench.runner import expected_of, integrity, now_iso, summarize, trial_credit
 from rrbench.spec import RunSpec
-from rrbench.store import SAMPLES, load_results, read_json, write_json_atomic
+from rrbench.store import (
+    SAMPLES,
+    dumps_record,
+    load_results,
+    publish_dir,
+    read_json,
+    staging_dir,
+    write_error,
+    write_json_atomic,
+)
 from rrbench.types import Judgement, Protocol, SampleResult, TaskKind, Trial, UserError
 
 
@@ -34,7 +47,10 @@ def rescore(
     aggregation: str | None = None,
     na: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
+    src = src.resolve()  # `rescore .` names the run by its own name, and its output goes beside it, not inside
     record = read_json(src / "run.json")
+    if not isinstance(record.get("protocol"), dict) or not isinstance(record.get("spec"), dict):
+        raise UserError(f"{src} has no protocol to rescore (the run stopped before judging anything)")
     protocol = _override(Protocol.from_json(record["protocol"]), tie_policy, failure_policy, aggregation, na)
     spec = RunSpec.from_json(record["spec"])
     spec = dataclasses.replace(
@@ -47,8 +63,10 @@ def rescore(
     results = load_results(src)
     if aggregation is not None or na is not None:
         _check_critic(src, record, results, "--na" if na is not None else "--aggregation")
-        results = [_reaggregate(r, protocol.mode, aggregation, na or "drop") for r in results]
-        record = {**record, "aggregation": {"name": aggregation, "na": na or "drop"}}
+        # Without --na the run's own N/A rule stands: the protocol's (e.g. the paper's 2.5), else "drop"
+        na = na or str(protocol.options.get("na") or "drop")
+        results = [_reaggregate(r, protocol.mode, aggregation, na) for r in results]
+        record = {**record, "aggregation": {"name": aggregation, "na": na}}
     results = [_recredit(r, kind, protocol.tie_policy) for r in results]
     out = _destination(src, output, protocol, seed)
     new_record = {
@@ -59,14 +77,31 @@ def rescore(
         "source_run": str(src.resolve()),
         "rescored_at": now_iso(),
         "stats": {"new_samples": 0, "model_calls": 0, "cache_hits": 0, "wall_s": 0.0, "samples_per_s": None},
-        **summarize(results, protocol, seed, record.get("counts", {}).get("expected")),
+        **summarize(results, protocol, seed, expected_of(record)),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / SAMPLES).open("w") as fh:
-        for result in results:
-            fh.write(json.dumps(result.to_json(), separators=(",", ":"), ensure_ascii=False) + "\n")
-    write_json_atomic(out / "run.json", new_record)
+    _write(out, results, new_record)
     return out, new_record
+
+
+def _write(out: Path, results: list[SampleResult], record: dict[str, Any]) -> None:
+    """The output run, built in a hidden folder beside ``out`` and then put in its place in one step."""
+    try:
+        staged = staging_dir(out)
+    except OSError as exc:
+        raise write_error(out, exc) from None
+    try:
+        log = staged / SAMPLES
+        with log.open("wb") as fh:
+            fh.writelines(dumps_record(result.to_json()) for result in results)
+            fh.flush()
+            os.fsync(fh.fileno())
+        record["integrity"] = integrity(record, log)
+        write_json_atomic(staged / "run.json", record)
+        publish_dir(staged, out)
+    except OSError as exc:
+        raise write_error(out, exc) from None
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # gone already when published
 
 
 def _override(
@@ -124,4 +159,8 @@ def _recredit(result: SampleResult, kind: TaskKind, tie_policy: str) -> SampleRe
 
 def _destination(src: Path, output: Path | None, protocol: Protocol, seed: int) -> Path:
     tag = hashlib.sha256(json.dumps([protocol.to_json(), seed], sort_keys=True).encode()).hexdigest()[:8]
-    return (output or src.parent) / f"{src.name}.rescore-{tag}"
+    out = (output.resolve() if output is not None else src.parent) / f"{src.name}.rescore-{tag}"
+    if out == src or src in out.parents:
+        raise UserError(f"--output {output} is inside the run being rescored ({src}): its output would become part "
+                        "of its source; give a folder outside it")
+    return out

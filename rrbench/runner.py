@@ -4,6 +4,12 @@ Samples stream from the task (images stay lazy); at most ``concurrency`` samples
 requests go through the dispatcher (cache, then batched model calls); the answers become a prediction in the
 sample's own candidate order; the finished sample is appended to the log at once. Ctrl-C (or SIGTERM) stops
 feeding samples, cancels those in flight and keeps everything that finished; the next run resumes.
+
+Tasks and models are plug-ins, and nothing they do may lose a sample or hang the run: a fault while one sample is
+judged (an exception anywhere in its step, text that cannot be encoded into its request key) is that sample's
+recorded failure; a loader that raises stops the run cleanly after the samples in flight finish (one line, exit 2);
+a plug-in that raises where no sample is at stake (its factory, start-up, size, description) is one line naming it
+(``PluginError``, exit 2); KeyboardInterrupt or SystemExit raised by a plug-in stop the run as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -11,25 +17,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
+import hashlib
+import json
+import os
 import signal
+import sys
 import time
+import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rrbench import metrics, provenance
+from rrbench import metrics, provenance, subset
 from rrbench.datarecord import ContentFingerprint, data_record
-from rrbench.dispatch import Dispatcher
+from rrbench.dispatch import DaemonThreads, Dispatcher, ModelInterrupt, _being_cancelled, describe_exception
 from rrbench.models import _rationalrewards_format as rr
 from rrbench.models._base import RewardModel
 from rrbench.progress import Progress
 from rrbench.protocols import pairwise
 from rrbench.spec import SCHEMA_VERSION, RunSpec
-from rrbench.store import ResponseCache, RunDir, load_results, read_json, write_json_atomic
+from rrbench.store import (
+    SAMPLES,
+    ResponseCache,
+    RunDir,
+    load_results,
+    log_digest,
+    read_json,
+    write_json_atomic,
+)
 from rrbench.types import (
+    DataError,
     FailureKind,
     Judgement,
     Label,
@@ -49,6 +68,43 @@ ABORT_AFTER_ERRORS = 20  # consecutive model errors with no success before the r
 
 class RunAborted(Exception):
     """The model failed on every sample so far: stop instead of recording thousands of identical failures."""
+
+
+class PluginError(UserError):
+    """A task or model plug-in raised where rrbench called it outside any one sample (its factory, start-up, sample
+    count, description, loader): one line naming the plug-in, the error and where it was raised; exit 2.
+    ``RRBENCH_DEBUG=1`` prints the traceback too."""
+
+
+def plugin_error(what: str, exc: BaseException) -> PluginError:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (raised at {_shorter(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    message = " ".join(describe_exception(exc).split())  # one line, whatever the message holds
+    if len(message) > 500:
+        message = message[:500] + "..."
+    error = PluginError(f"{what}: {message}{where}")
+    error.__cause__ = exc
+    return error
+
+
+def _shorter(filename: str) -> str:
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return relative if not relative.startswith("..") else filename
+
+
+@contextlib.contextmanager
+def plugin_call(what: str) -> Iterator[None]:
+    """Around a call into a plug-in outside any one sample: what it raises becomes a PluginError, except the
+    user errors it means (UserError), interrupts and cancellation."""
+    try:
+        yield
+    except (UserError, KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+        raise
+    except BaseException as exc:
+        raise plugin_error(what, exc) from exc
 
 
 @dataclass
@@ -98,6 +154,7 @@ class Runner:
     concurrency: int = DEFAULT_CONCURRENCY
     resume: bool = True
     progress_enabled: bool = True
+    call_timeout_s: float | None = None  # a model call's deadline (dispatch.Dispatcher); None: the default, 0: off
     protocol: Protocol = field(init=False)
     _stop: asyncio.Event = field(init=False)
     _errors_in_a_row: int = 0
@@ -105,8 +162,11 @@ class Runner:
     _successes: int = 0
     _first_error: str | None = None
     _slots: asyncio.Semaphore | None = None  # the feeder's: samples in flight
+    _fatal: BaseException | None = None  # what stops the run, met while a sample was recorded (see _abort)
 
     def __post_init__(self) -> None:
+        if self.call_timeout_s is not None and not (self.call_timeout_s >= 0 and self.call_timeout_s < float("inf")):
+            raise UserError(f"--call-timeout must be a number of seconds (0 turns it off), not {self.call_timeout_s}")
         protocol = resolve_protocol(self.task, self.spec)
         if protocol.mode == "auto" and self.task.kind in (TaskKind.PAIR, TaskKind.GROUP):
             # Recorded as resolved, so run.json says how the model was actually asked.
@@ -115,13 +175,17 @@ class Runner:
         from rrbench.hubdata import SNAPSHOTS
 
         SNAPSHOTS.clear()  # one process may run several tasks in turn: record only this run's datasets
-        self._size = self.task.size_of(Path(self.spec.data) if self.spec.data else None)
+        with plugin_call(f"task '{self.task.name}' could not count its samples"):
+            self._size = self.task.size_of(Path(self.spec.data) if self.spec.data else None)
 
     # ------------------------------------------------------------------------------------------------ top level
     def run(self) -> Outcome:
         return asyncio.run(self._main())
 
     async def _main(self) -> Outcome:
+        # asyncio.to_thread (in-process models and backends) in daemon threads: a call stuck in a model must hold up
+        # neither Ctrl-C nor the exit (the loop's own executor would be joined at shutdown, forever).
+        asyncio.get_running_loop().set_default_executor(DaemonThreads())
         self._stop = asyncio.Event()
         self.run_dir.acquire()
         try:
@@ -131,10 +195,12 @@ class Runner:
 
     async def _run_locked(self) -> Outcome:
         record = self._initial_record()
+        with plugin_call(f"model '{self.spec.model}' is not usable"):
+            dispatcher = Dispatcher(self.model, self.cache, call_timeout_s=self.call_timeout_s,
+                                    on_interrupt=self._plugin_interrupt)
         done = self.run_dir.prepare_resume() if self.resume else set()
         self.run_dir.open_log()
         write_json_atomic(self.run_dir.run_json, record)
-        dispatcher = Dispatcher(self.model, self.cache)
         total = self._total()
         progress = Progress(total, f"{self.spec.task} x {self.spec.model}", already=len(done),
                             enabled=self.progress_enabled)
@@ -155,19 +221,36 @@ class Runner:
                 status, error, record["error"] = "failed", exc, f"{type(exc).__name__}: {exc}"
             finally:
                 await dispatcher.aclose()
-                await self.model.aclose()
+                await self._close_model()
                 self.run_dir.close_log()
                 progress.close()
-        record = self._final_record(record, status, dispatcher, new, time.perf_counter() - started)
-        write_json_atomic(self.run_dir.run_json, record)
+        new = progress.done  # samples recorded this session: those Ctrl-C cancelled in flight are not counted
+        try:
+            record = self._final_record(record, status, dispatcher, new, time.perf_counter() - started)
+            write_json_atomic(self.run_dir.run_json, record)
+        except Exception:
+            if error is None:
+                raise
+            # The run has already failed (a full disk fails this write too): its own error is the one to say; the
+            # run.json of this session's start stands, whole.
         if error is not None:
             raise error
-        return Outcome(self.run_dir.path, status, record, new, dispatcher.model_calls, dispatcher.cache_hits)
+        # The record's status: a run that ended with samples missing is "incomplete", and exits non-zero.
+        return Outcome(self.run_dir.path, record["status"], record, new, dispatcher.model_calls,
+                       dispatcher.cache_hits)
+
+    async def _close_model(self) -> None:
+        try:
+            await self.model.aclose()
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            raise
+        except BaseException as exc:  # the samples are recorded: a plug-in's failing clean-up costs nothing more
+            print(f"warning: {plugin_error(f'model {self.spec.model!r} failed to close', exc)}", file=sys.stderr)
 
     async def _start_model(self) -> bool:
         """Load weights or start a server; Ctrl-C during a minutes-long start stops at once. False if stopped."""
         self.model.workdir = self.run_dir.path
-        start = asyncio.ensure_future(self.model.astart(self.task.generation))
+        start = asyncio.ensure_future(self._guarded_start())
         stop = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
@@ -176,8 +259,19 @@ class Runner:
             with contextlib.suppress(asyncio.CancelledError):
                 await start
             return False
-        start.result()
+        try:
+            start.result()
+        except ModelInterrupt as exc:
+            self._plugin_interrupt(exc.original)
+            return False
         return True
+
+    async def _guarded_start(self) -> None:
+        try:
+            with plugin_call(f"model '{self.spec.model}' failed to start"):
+                await self.model.astart(self.task.generation)
+        except (KeyboardInterrupt, SystemExit) as exc:  # escaping the task, either would stop the event loop
+            raise ModelInterrupt(exc) from exc
 
     def _no_samples(self) -> str:
         where = f" in {self.spec.data}" if self.spec.data else ""
@@ -196,13 +290,7 @@ class Runner:
         def request_stop() -> None:
             if self._stop.is_set():
                 raise KeyboardInterrupt
-            self._stop.set()
-            if self._slots is not None:
-                # The feeder may be waiting for a slot, which frees only when a sample in flight finishes: up to
-                # the client timeout (600 s by default) against a hung server. One more slot lets it see the stop
-                # now (tests/test_torture.py, the hung-server Ctrl-C test).
-                self._slots.release()
-            print("\nstopping: finished samples are kept; run the same command again to resume", flush=True)
+            self._request_stop("stopping")
 
         installed = []
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -215,25 +303,75 @@ class Runner:
             for sig in installed:
                 loop.remove_signal_handler(sig)
 
+    def _request_stop(self, why: str) -> None:
+        self._stop.set()
+        if self._slots is not None:
+            # The feeder may be waiting for a slot, which frees only when a sample in flight finishes: up to
+            # the client timeout (600 s by default) against a hung server. One more slot lets it see the stop
+            # now (tests/test_torture.py, the hung-server Ctrl-C test).
+            self._slots.release()
+        print(f"\n{why}: finished samples are kept; run the same command again to resume", flush=True)
+
+    def _plugin_interrupt(self, exc: BaseException) -> None:
+        """KeyboardInterrupt or SystemExit raised by a plug-in: the run stops as on Ctrl-C."""
+        if not self._stop.is_set():
+            self._request_stop(f"stopping ({describe_exception(exc)} raised by a plug-in)")
+
     # ------------------------------------------------------------------------------------------------ feeding
     def _samples(self) -> Iterator[Sample]:
         data = Path(self.spec.data) if self.spec.data else None
-        samples = self.task.load(data)
-        return itertools.islice(samples, self.spec.limit) if self.spec.limit else samples
+        with plugin_call(f"task '{self.task.name}' failed to load"):
+            samples = iter(self.task.load(data))
+        return subset.take(samples, self.spec)  # the first --limit samples, or the chosen --subset
+
+    def _next_sample(self, samples: Iterator[Sample], count: int) -> Sample | None:
+        """The loader's next sample; None at its end. A loader that raises cannot go on (a generator that raised is
+        finished): the error, naming the task and how far it got, ends the run once the samples in flight are in."""
+        try:
+            with plugin_call(f"task '{self.task.name}' stopped loading after {count} samples"):
+                sample = next(samples, None)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self._plugin_interrupt(exc)
+            return None
+        if sample is None:
+            return None
+        if not isinstance(sample, Sample):
+            raise PluginError(f"task '{self.task.name}' yielded a {type(sample).__name__} after {count} samples, "
+                              "not a Sample")
+        if not isinstance(sample.id, str):  # the log's ids are text: a number would never match on resume
+            sample = dataclasses.replace(sample, id=str(sample.id))
+        return sample
+
+    def _add_fingerprint(self, sample: Sample) -> None:
+        """The data record's hash of ids and label strings; text UTF-8 cannot hold is hashed in escaped form."""
+        try:
+            self._fingerprint.add(sample)
+        except Exception:  # a lone surrogate, or a label that is not one (the sample fails on its own later)
+            original = getattr(sample.label, "original", None)
+            label = Label.unknown(_escaped(original if isinstance(original, str) else repr(original)))
+            self._fingerprint.add(dataclasses.replace(sample, id=_escaped(sample.id), label=label))
 
     async def _feed(self, dispatcher: Dispatcher, done: set[str], progress: Progress) -> int:
         slots = self._slots = asyncio.Semaphore(max(1, self.concurrency))
         in_flight: set[asyncio.Task[None]] = set()
         seen: set[str] = set()
         new = 0
+        samples = self._samples()
+        stopped: BaseException | None = None  # the loader's error, said once the samples in flight are recorded
         try:
-            for sample in self._samples():
-                if self._stop.is_set():
+            while not self._stop.is_set():
+                try:
+                    sample = self._next_sample(samples, len(seen))
+                except UserError as exc:
+                    stopped = exc
+                    break
+                if sample is None:
                     break
                 if sample.id in seen:
-                    raise UserError(f"task '{self.task.name}' yields sample id {sample.id!r} twice")
+                    stopped = UserError(f"task '{self.task.name}' yields sample id {sample.id!r} twice")
+                    break
                 seen.add(sample.id)
-                self._fingerprint.add(sample)  # ids and label strings only: what the data record hashes
+                self._add_fingerprint(sample)  # ids and label strings only: what the data record hashes
                 if sample.id in done:
                     continue
                 await slots.acquire()
@@ -246,9 +384,13 @@ class Runner:
                 task.add_done_callback(lambda _: slots.release())
                 new += 1
                 await asyncio.sleep(0)  # let finished samples be written before loading the next one
-            if not seen and not self._stop.is_set():
+            if not seen and stopped is None and not self._stop.is_set():
                 raise UserError(self._no_samples())
             await self._drain(in_flight)
+            if self._fatal is not None:
+                raise self._fatal
+            if stopped is not None:
+                raise stopped
         finally:
             for task in in_flight:
                 task.cancel()
@@ -261,21 +403,47 @@ class Runner:
             finished, _ = await asyncio.wait({*in_flight, stop}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             for task in finished - {stop}:
-                exc = task.exception()
+                exc = None if task.cancelled() else task.exception()
                 if exc is not None:
                     raise exc
 
     # ------------------------------------------------------------------------------------------------ one sample
     async def _one(self, sample: Sample, dispatcher: Dispatcher, progress: Progress) -> None:
         start = time.perf_counter()
-        if sample.label.kind is LabelKind.UNKNOWN:
-            result = self._result(sample, (), "unknown_label", start)
-        else:
-            trials = await self._judge(sample, dispatcher)
-            result = self._result(sample, trials, None, start)
-        self.run_dir.append(result)
-        progress.update(failed=result.failure is not None)
-        self._watch_errors(result)
+        try:
+            if sample.label.kind is LabelKind.UNKNOWN:
+                result = self._result(sample, (), "unknown_label", start)
+            else:
+                trials = await self._judge(sample, dispatcher)
+                result = self._result(sample, trials, None, start)
+        except asyncio.CancelledError:
+            if self._stop.is_set() or _being_cancelled():
+                raise  # Ctrl-C, or the run ends: the sample was in flight, not failed
+            result = self._failed(sample, asyncio.CancelledError("a request of this sample was cancelled"), start)
+        except (UserError, RunAborted) as exc:
+            self._abort(exc)  # the same for every sample (a model that cannot judge pairs): the run stops
+            return
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self._plugin_interrupt(exc)
+            return
+        except BaseException as exc:  # anything else is this sample's fault, recorded as its failure
+            result = self._failed(sample, exc, start)
+        try:
+            self.run_dir.append(result)
+            progress.update(failed=result.failure is not None)
+            self._watch_errors(result)
+        except Exception as exc:  # a full disk, or the model failing every sample: the run stops
+            self._abort(exc)
+
+    def _abort(self, exc: BaseException) -> None:
+        """Stop the run for ``exc`` (raised by the feeder once the samples in flight are given up): the first one
+        is said; the same error met by other samples at the same moment is not raised once per sample."""
+        if self._fatal is None:
+            self._fatal = exc
+        if not self._stop.is_set():
+            self._stop.set()
+            if self._slots is not None:
+                self._slots.release()
 
     async def _judge(self, sample: Sample, dispatcher: Dispatcher) -> tuple[Trial, ...]:
         n = len(sample.candidates)
@@ -308,6 +476,30 @@ class Runner:
             source=tuple(m.to_json() for m in sample.source),
         )
 
+    def _failed(self, sample: Sample, exc: BaseException, start: float) -> SampleResult:
+        """The record of a sample whose step raised: a ``data`` failure for its own data (a DataError, text that
+        cannot be encoded), else ``error``; its fields are kept where they can be written."""
+        kind = FailureKind.DATA if isinstance(exc, DataError | UnicodeError) else FailureKind.ERROR
+        judgement = Judgement.failed(kind, " ".join(describe_exception(exc).split())[:2000])
+        try:
+            n = len(sample.candidates)
+            candidates = tuple(m.to_json() for m in sample.candidates)
+            source = tuple(m.to_json() for m in sample.source)
+        except Exception:
+            n, candidates, source = 0, (), ()
+        label = sample.label if isinstance(sample.label, Label) else Label.unknown(repr(sample.label)[:200])
+        return SampleResult(
+            sample_id=sample.id,
+            label=label,
+            trials=(Trial(tuple(range(n)), (judgement,), None, kind),),
+            meta=sample.meta if isinstance(sample.meta, Mapping) else {},
+            correct=(None,),
+            latency_s=time.perf_counter() - start,
+            prompt=sample.prompt if isinstance(sample.prompt, str) else None,
+            candidates=candidates,
+            source=source,
+        )
+
     def _credit(self, sample: Sample, trial: Trial) -> float | None:
         return trial_credit(sample.label, trial, self.task.kind, self.protocol.tie_policy, sample.meta)
 
@@ -317,6 +509,12 @@ class Runner:
             self._successes += 1
             self._errors_in_a_row = 0
             return
+        if failure is FailureKind.AUTH and self._successes == 0:
+            # The server refused the key before anything succeeded: every request would be refused alike (401/403
+            # are not retried), so one line and exit 2 instead of a failure per sample. After a success it is
+            # that sample's failure and the run goes on.
+            raise UserError(next((j.failure_detail for t in result.trials for j in t.judgements
+                                  if j.failure is FailureKind.AUTH), None) or "the server refused the API key")
         if failure is not FailureKind.ERROR:
             return
         self._errors_in_a_row += 1
@@ -332,11 +530,18 @@ class Runner:
     def _initial_record(self) -> dict[str, Any]:
         previous: dict[str, Any] = {}
         if self.resume and self.run_dir.run_json.exists():
-            previous = read_json(self.run_dir.run_json)
-            if previous.get("spec_hash") != self.spec.hash():
+            try:
+                previous = read_json(self.run_dir.run_json)
+            except UserError as exc:
+                # The log is the record; run.json is rebuilt from it (the directory's name carries the spec hash).
+                print(f"warning: {exc}; it is rewritten from samples.jsonl", file=sys.stderr)
+            if previous and previous.get("spec_hash") != self.spec.hash():
                 raise UserError(f"{self.run_dir.path} holds a different run spec; use another --output")
         self._previous = previous
         self._fingerprint = ContentFingerprint()
+        sessions = previous.get("sessions")
+        with plugin_call(f"model '{self.spec.model}' failed to describe itself"):
+            model = dict(self.model.describe())
         return {
             "schema_version": SCHEMA_VERSION,
             "status": "running",
@@ -345,26 +550,28 @@ class Runner:
             "created_at": previous.get("created_at", now_iso()),
             "updated_at": now_iso(),
             "task": task_record(self.task),
-            "model": self.model.describe(),
+            "model": model,
             "protocol": self.protocol.to_json(),
             "provenance": provenance.collect(),
-            "sessions": previous.get("sessions", 0) + 1,
+            "sessions": (sessions if isinstance(sessions, int) and not isinstance(sessions, bool) else 0) + 1,
         }
 
     def _final_record(
         self, record: dict[str, Any], status: str, dispatcher: Dispatcher, new: int, wall: float
     ) -> dict[str, Any]:
         if new == 0 and self._unchanged_since_last_session(record):
-            record.update({k: self._previous[k] for k in ("counts", "metrics")})  # same log, same numbers
+            # same log, same numbers (and the same seal: nothing in the log or in them has changed)
+            record.update({k: self._previous[k] for k in ("counts", "metrics", "integrity")})
         else:
             results = load_results(self.run_dir.path)
             record.update(summarize(results, self.protocol, self.spec.seed, self._total()))
+            record["integrity"] = integrity(record, self.run_dir.samples)
         record["status"] = status if status != "complete" or record["counts"]["missing"] == 0 else "incomplete"
         from rrbench.hubdata import SNAPSHOTS
 
         # Which hub commit each dataset was read at (the --data path is in the spec). A session that read nothing
         # (a resume with every sample done) keeps what the earlier sessions recorded.
-        snapshots = dict(SNAPSHOTS) or self._previous.get("data_snapshots")
+        snapshots = dict(SNAPSHOTS) or _mapping(self._previous.get("data_snapshots"))
         if snapshots:
             record["data_snapshots"] = snapshots
         # A smaller local copy, --limit or other content is said in run.json, so no reader takes the number for the
@@ -373,10 +580,11 @@ class Runner:
         record["data"] = data_record(
             registered_size=self.task.info.size, registered_fingerprint=self.task.info.fingerprint,
             size=self._size, limit=self.spec.limit, local_copy=self.spec.data is not None, streamed=streamed,
-            previous=self._previous.get("data"),
+            previous=_mapping(self._previous.get("data")),
         )
         # What only a started model knows (engine, server log, load time) joins the description at the end.
-        record["model"].update({k: v for k, v in self.model.describe().items() if v not in ({}, None)})
+        with contextlib.suppress(Exception):
+            record["model"].update({k: v for k, v in self.model.describe().items() if v not in ({}, None)})
         record["updated_at"] = now_iso()
         if record["status"] == "complete":
             record["finished_at"] = now_iso()
@@ -387,23 +595,77 @@ class Runner:
             "wall_s": round(wall, 3),
             "samples_per_s": round(new / wall, 2) if wall > 0 else None,
         }
+        if dispatcher.abandoned_calls:
+            record["stats"]["abandoned_calls"] = dispatcher.abandoned_calls  # past --call-timeout, left running
         return record
-
 
     def _unchanged_since_last_session(self, record: dict[str, Any]) -> bool:
         """A finished run resumed with nothing to do: the log is byte for byte the one the previous session
-        summarised, under the same protocol, expected size and rrbench code, so its counts and metrics stand.
-        (Metrics are a deterministic function of those; recomputing 10,000 pairs' bootstrap CIs costs seconds.)"""
+        summarised (its seal says so), the counts and metrics are the ones it computed (not edited since), under
+        the same protocol, expected size and rrbench code, so they stand. (Metrics are a deterministic function of
+        those; recomputing 10,000 pairs' bootstrap CIs costs seconds.)"""
         previous = self._previous
-        return (
-            self.run_dir.log_unchanged
-            and previous.get("status") == "complete"
-            and "metrics" in previous and "counts" in previous
-            and previous.get("protocol") == record["protocol"]
-            and previous["counts"].get("expected") == self._total()
-            and (code := _code_identity(record.get("provenance"))) is not None
-            and code == _code_identity(previous.get("provenance"))
-        )
+        try:
+            return bool(
+                self.run_dir.log_unchanged
+                and previous.get("status") == "complete"
+                and "metrics" in previous and "counts" in previous
+                and previous.get("integrity") == integrity(previous, None, self.run_dir.log_sha256)
+                and previous.get("protocol") == record["protocol"]
+                and previous["counts"].get("expected") == self._total()
+                and (code := _code_identity(record.get("provenance"))) is not None
+                and code == _code_identity(previous.get("provenance"))
+            )
+        except (AttributeError, TypeError, KeyError, ValueError):  # a run.json edited into another shape
+            return False
+
+
+def integrity(record: Mapping[str, Any], log: Path | None, log_sha256: str | None = None) -> dict[str, Any]:
+    """The seal of run.json's numbers: the sha256 of the log they were computed from and of the numbers themselves.
+    A reader that finds either one changed (a hand edit, a log written after) recomputes them from the log."""
+    numbers = json.loads(json.dumps({"counts": record.get("counts"), "metrics": record.get("metrics")}, default=str))
+    blob = json.dumps(numbers, sort_keys=True)  # as read back from run.json, whatever types it was written from
+    return {"samples_sha256": log_digest(log) if log is not None else log_sha256,
+            "summary_sha256": hashlib.sha256(blob.encode()).hexdigest()}
+
+
+def checked_record(run_dir: Path, record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """run.json's record with counts and metrics that agree with samples.jsonl: as written when its seal holds,
+    else recomputed from the log (with a note saying so). The log is the record; run.json only summarises it."""
+    if "counts" not in record or not isinstance(record.get("protocol"), dict):
+        return record, None  # a run that failed at start has no numbers to check
+    if record.get("integrity") == integrity(record, run_dir / SAMPLES):
+        return record, None
+    try:
+        spec = RunSpec.from_json(record["spec"])
+        summary = summarize(load_results(run_dir), Protocol.from_json(record["protocol"]), spec.seed,
+                            expected_of(record))
+    except (UserError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        return record, f"run.json's numbers could not be checked against samples.jsonl ({exc})"
+    if {k: record.get(k) for k in summary} == summary:
+        return record, None
+    fixed = {**record, **summary}
+    if fixed.get("status") == "complete" and summary["counts"]["missing"]:
+        fixed["status"] = "incomplete"
+    return fixed, ("run.json's counts and metrics do not match samples.jsonl (edited, or the run is still being "
+                   "written): shown as recomputed from the log")
+
+
+def expected_of(record: Mapping[str, Any]) -> int | None:
+    """How many samples the run asked for: from its data record (its counts may have been edited)."""
+    for source in (record.get("data"), record.get("counts")):
+        value = source.get("expected") if isinstance(source, Mapping) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
+def _mapping(value: Any) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def _escaped(value: Any) -> Any:
+    return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
 
 
 def _code_identity(prov: Any) -> tuple[Any, ...] | None:

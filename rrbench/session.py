@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
+import fcntl
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rrbench import registry
+from rrbench import registry, subset
 from rrbench.display import describe_run
 from rrbench.models._base import RewardModel
-from rrbench.runner import DEFAULT_CONCURRENCY, Outcome, Runner, resolve_protocol
+from rrbench.runner import DEFAULT_CONCURRENCY, Outcome, Runner, plugin_call, resolve_protocol
 from rrbench.spec import RunSpec
-from rrbench.store import NullCache, ResponseCache, RunDir, default_cache_path
-from rrbench.types import Task, UserError
+from rrbench.store import LOCK, RUN_JSON, SAMPLES, NullCache, ResponseCache, RunDir, default_cache_path
+from rrbench.types import Task, UserError, image_limits
 
 EXIT = {"complete": 0, "interrupted": 130, "failed": 1, "incomplete": 1}
 
 
 def run_directory(spec: RunSpec, output: Path, no_resume: bool) -> RunDir:
-    """The spec's own directory; --no-resume moves an old one aside (never deletes results)."""
-    path = output / spec.dirname()
-    if no_resume and path.exists():
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path.rename(path.with_name(f"{path.name}.old-{stamp}"))
-    return RunDir(path)
+    """The spec's own directory; --no-resume moves an old one aside (never deletes results), under its lock, when
+    the run takes it (RunDir.acquire): a run still writing there is never moved."""
+    return RunDir(output / spec.dirname(), fresh=no_resume)
 
 
 def open_cache(cache: str | None, no_cache: bool) -> ResponseCache:
@@ -64,10 +61,16 @@ def execute(
     quiet: bool = False,
     base_urls: list[str] | None = None,
     api_key_env: str | None = None,
+    call_timeout: float | None = None,
 ) -> int:
     if concurrency is not None and concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, not {concurrency}")
+    image_limits()  # a malformed $RRBENCH_MAX_IMAGE_* is one line now, not a failure of every sample later
     task, model = build(spec, {"base_urls": base_urls, "api_key_env": api_key_env})
+    with plugin_call(f"task '{task.name}' failed while --subset read its samples"):
+        spec = subset.resolve(spec, task)  # --subset: the chosen ids join the spec (a no-op when already chosen)
+    new_dir = no_resume or not (output / spec.dirname()).exists()
+    output_existed = output.exists()
     response_cache = open_cache(cache, no_cache)
     runner = Runner(
         spec=spec,
@@ -78,13 +81,37 @@ def execute(
         concurrency=concurrency or DEFAULT_CONCURRENCY,
         resume=not no_resume,
         progress_enabled=not quiet,
+        call_timeout_s=call_timeout,
     )
     try:
         outcome = runner.run()
+    except BaseException:
+        if new_dir:  # a start-up that failed leaves no run directory behind (nor a runs/ folder it made)
+            discard_unused(output / spec.dirname(), None if output_existed else output)
+        raise
     finally:
         response_cache.close()
     report(outcome)
     return EXIT.get(outcome.status, 1)
+
+
+def discard_unused(path: Path, output: Path | None) -> None:
+    """Remove a run directory that holds only what a run makes at start (run.json, its lock, an empty sample log),
+    and then ``output`` if that is left empty. Anything else there (a sample, a server log) keeps it all."""
+    try:
+        entries = list(path.iterdir())
+        if any(e.name not in (RUN_JSON, LOCK, SAMPLES) or (e.name == SAMPLES and e.stat().st_size) for e in entries):
+            return
+        with (path / LOCK).open("a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run of this spec keeps it
+            for entry in entries:
+                entry.unlink(missing_ok=True)
+            (path / LOCK).unlink(missing_ok=True)
+        path.rmdir()
+        if output is not None:
+            output.rmdir()
+    except OSError:  # in use, not empty, already gone: leave it as it is
+        return
 
 
 def report(outcome: Outcome) -> None:

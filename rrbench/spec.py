@@ -1,8 +1,13 @@
 """RunSpec: what a run asked for, and the hash that names its directory.
 
 Only fields that change results enter the hash (task and its arguments, model and its arguments, data source,
-protocol, seed, limit). Concurrency, output folder or base URLs do not: the same spec run twice, anywhere, is the
-same run, so resume can find it and a different spec can never be mixed into it.
+protocol, seed, limit, subset). Concurrency, output folder or base URLs do not: the same spec run twice, anywhere, is
+the same run, so resume can find it and a different spec can never be mixed into it.
+
+``subset`` is None for the first ``limit`` samples (the default); ``--subset random|stratified`` sets it to the
+method's name, and ``rrbench.subset.resolve`` replaces the name by the record of the choice (method, seed, limit and
+the sorted sample ids), so the ids are part of the hash and of run.json. A spec without a subset hashes exactly as
+before the field existed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from rrbench.types import UserError
 SCHEMA_VERSION = 1
 ORDERS = ("fixed", "swapped", "both", "random")
 MODES = ("auto", "pairwise", "pointwise")
+SUBSETS = ("first", "random", "stratified")  # how --limit N chooses its samples (rrbench.subset)
 
 
 @dataclass(frozen=True)
@@ -38,19 +44,32 @@ class RunSpec:
     protocol: str | None = None  # a named alternative protocol of the task (e.g. rationalrewards-paper)
     tie_policy: str | None = None
     failure_policy: str | None = None
+    subset: str | Mapping[str, Any] | None = None  # a method name, or its resolved record (rrbench.subset)
 
     def __post_init__(self) -> None:
         if self.order is not None and self.order not in ORDERS:
             raise UserError(f"--order must be one of {', '.join(ORDERS)}, not {self.order!r}")
         if self.mode is not None and self.mode not in MODES:
             raise UserError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        if self.limit is not None and self.limit < 1:
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
+                                       or self.limit < 1):
             raise UserError(f"--limit must be a positive number, not {self.limit}")
+        if self.subset == "first":
+            object.__setattr__(self, "subset", None)  # the default: --subset first names the same run as none
+        method = self.subset.get("method") if isinstance(self.subset, Mapping) else self.subset
+        if method is not None and method not in SUBSETS:
+            raise UserError(f"--subset must be one of {', '.join(SUBSETS)}, not {method!r}")
+        if method not in (None, "first") and self.limit is None:
+            raise UserError(f"--subset {method} picks --limit N samples; give --limit")
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["task_args"] = dict(self.task_args)
         out["model_args"] = dict(self.model_args)
+        if self.subset is None:
+            del out["subset"]  # so every spec written before the field keeps its hash (and its run directory)
+        elif isinstance(self.subset, Mapping):
+            out["subset"] = dict(self.subset)
         return out
 
     @classmethod

@@ -7,8 +7,11 @@ rescoring and leaderboards are recomputed from what was written, never from obje
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import os
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -28,6 +31,7 @@ class FailureKind(str, Enum):
     HTTP = "http"
     TIMEOUT = "timeout"
     RATE_LIMITED = "rate_limited"
+    AUTH = "auth"  # the server refused the API key (401/403): never retried; a run with no success stops at once
     TRUNCATED = "truncated"
     EMPTY = "empty"
     PARSE = "parse"
@@ -47,6 +51,16 @@ class DataError(Exception):
 
 _FORMATS = {b"\x89PNG": "png", b"\xff\xd8\xff": "jpeg", b"RIFF": "webp", b"GIF8": "gif"}
 
+# What one image may cost (docs/reliability.md, "Untrusted data"). Both are checked before the cost is paid: the
+# file size from its status before it is opened, the pixel count from the header before any pixel is decoded.
+MAX_IMAGE_BYTES = 64 * 2**20
+MAX_IMAGE_PIXELS = 64_000_000  # below Pillow's own bomb limit (about 89 MP), which only warns up to twice that
+MAX_BYTES_ENV = "RRBENCH_MAX_IMAGE_BYTES"
+MAX_PIXELS_ENV = "RRBENCH_MAX_IMAGE_PIXELS"
+# The Pillow plug-ins tried on dataset bytes: the raster formats datasets ship (AVIF and HEIF where a plug-in for
+# them is installed). Others are never tried: EPS runs Ghostscript, and dozens of rarely used parsers add nothing.
+DECODABLE = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "AVIF", "HEIF")
+
 
 def sniff_format(data: bytes) -> str | None:
     for magic, fmt in _FORMATS.items():
@@ -55,12 +69,41 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def image_limits() -> tuple[int, int]:
+    """(bytes per image file, pixels per decoded image): the defaults, or $RRBENCH_MAX_IMAGE_BYTES / _PIXELS."""
+    return _limit(MAX_BYTES_ENV, MAX_IMAGE_BYTES), _limit(MAX_PIXELS_ENV, MAX_IMAGE_PIXELS)
+
+
+def _limit(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise UserError(f"${name} must be a positive whole number, got {text!r}")
+    return value
+
+
+def shown(text: str, limit: int | None = 160) -> str:
+    """``text`` fit for a one-line message and a UTF-8 record: control characters, NUL and lone surrogates escaped
+    (a dataset names its paths, and a surrogate cannot be written as UTF-8), and cut after ``limit`` characters."""
+    out = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return out if limit is None or len(out) <= limit else f"{out[:limit]}... ({len(text):,} characters)"
+
+
 @dataclass(frozen=True, eq=False)
 class Media:
     """A reference to one image: a file, encoded bytes, or a deterministic recipe that renders it on demand.
 
     ``key`` identifies the content (sha256 of the bytes, or a versioned recipe id for generated images), so the
     response cache and the sample log never need the pixels. Decoding happens only when a model asks for it.
+
+    A file named by a dataset is untrusted: with ``root`` (the dataset's own folder) it is read only when its real
+    path is inside that folder and it is a regular file within the size limit, and decoding stops at the pixel limit.
+    Anything else is a DataError, which the runner records as the sample's ``data`` failure.
     """
 
     path: str | None = None
@@ -68,10 +111,20 @@ class Media:
     format: str | None = None
     recipe: str | None = None
     render: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    root: str | None = None  # the folder ``path`` must stay inside; None for paths rrbench or the user chose
 
     @classmethod
-    def from_path(cls, path: str | Path) -> Media:
-        return cls(path=str(path))
+    def from_path(cls, path: str | Path, root: str | Path | None = None) -> Media:
+        """An image file, checked now without opening it: a path that may not be read (outside ``root``, missing, a
+        link loop, a FIFO, device or folder, over the size limit, a NUL in its name) gives a media that fails with
+        the reason when a model reads it, and whose key needs no read."""
+        text = os.fspath(path)
+        media = cls(path=text, root=None if root is None else os.fspath(root))
+        try:
+            _resolve(text, media.root)
+        except DataError as exc:
+            return cls.unavailable(f"unreadable/{shown(text)}", str(exc))
+        return media
 
     @classmethod
     def from_bytes(cls, data: bytes, format: str | None = None) -> Media:
@@ -81,15 +134,18 @@ class Media:
     def from_recipe(cls, recipe: str, render: Callable[[], bytes], format: str = "png") -> Media:
         return cls(recipe=recipe, render=render, format=format)
 
+    @classmethod
+    def unavailable(cls, key: str, message: str) -> Media:
+        """An image that cannot be had: reading it raises DataError(message), so its sample is recorded as a ``data``
+        failure and the run goes on; ``key`` (a recipe id) stands in for the content hash."""
+        return cls(recipe=key, render=functools.partial(_unavailable, message))  # no format: there are no bytes
+
     def read_bytes(self) -> bytes:
         """The encoded image, exactly as stored (servers receive these bytes without re-encoding)."""
         if self.data is not None:
             return self.data
         if self.path is not None:
-            try:
-                return Path(self.path).read_bytes()
-            except OSError as exc:
-                raise DataError(f"cannot read image {self.path}: {exc.strerror or exc}") from exc
+            return _read_file(self.path, self.root)
         if self.render is not None:
             return self.render()
         raise DataError("media has neither bytes, path nor recipe")
@@ -101,7 +157,16 @@ class Media:
     @cached_property
     def key(self) -> str:
         # A recipe is a promise of identical bytes (it is versioned), so hashing them is not needed.
-        return f"recipe:{self.recipe}" if self.recipe else f"sha256:{self.sha256}"
+        if self.recipe:
+            return f"recipe:{self.recipe}"
+        try:
+            return f"sha256:{self.sha256}"
+        except DataError:
+            if self.path is None:
+                raise
+            # The file changed after from_path checked it (removed, swapped for a link or a FIFO, grown): a key that
+            # names the path lets the request be built, and the read that follows fails as the sample's data failure.
+            return f"unreadable:{shown(self.path, None)}"
 
     @property
     def mime(self) -> str:
@@ -109,25 +174,186 @@ class Media:
         return f"image/{fmt}"
 
     def image(self) -> PILImage.Image:
-        """Decode to an RGB PIL image; a corrupt file raises DataError naming the image."""
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(io.BytesIO(self.read_bytes())) as img:
-                return img.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"corrupt image {self.describe()}: {exc}") from exc
+        """Decode to an RGB PIL image (``to_rgb``): DataError naming the image when it is corrupt or over the pixel
+        limit (checked from the header, before any pixel is decoded)."""
+        return decode_image(self.read_bytes(), self.describe())
 
     def describe(self) -> str:
-        return self.path or self.recipe or f"<{len(self.data or b'')} bytes>"
+        return shown(self.path or self.recipe or f"<{len(self.data or b'')} bytes>")
 
     def to_json(self) -> JSON:
         out: JSON = {"key": self.key}
         if self.path:
-            out["path"] = self.path
+            out["path"] = shown(self.path, None)
         if self.format:
             out["format"] = self.format
         return out
+
+
+def _unavailable(message: str) -> bytes:
+    raise DataError(message)
+
+
+def _resolve(path: str, root: str | None) -> tuple[str, os.stat_result]:
+    """The real path of an image file and its status, or DataError saying why it may not be read.
+
+    Nothing is opened here: opening a FIFO blocks, and opening some devices has effects of its own.
+    """
+    name = shown(path)
+    if "\x00" in path:
+        raise DataError(f"image path {name} contains a NUL character")
+    try:
+        os.fsencode(path)
+        real = os.path.realpath(path)
+    except (UnicodeError, ValueError, OSError) as exc:
+        raise DataError(f"image path {name} cannot be used: {exc}") from None
+    if root is not None and not _inside(real, root):
+        raise DataError(f"image path {name} leads outside the dataset folder {shown(root)}")
+    try:
+        status = os.stat(real)
+    except OSError as exc:
+        raise DataError(f"cannot read image {name}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise DataError(f"image {name} is not a regular file ({file_kind(status.st_mode)})")
+    cap = image_limits()[0]
+    if status.st_size > cap:
+        raise DataError(f"image {name} has {status.st_size:,} bytes, over the limit of {cap:,} (${MAX_BYTES_ENV})")
+    return real, status
+
+
+def _inside(real: str, root: str) -> bool:
+    top = os.path.realpath(root)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, for messages."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
+_OPEN_FLAGS = os.O_RDONLY | sum(getattr(os, flag, 0) for flag in ("O_NONBLOCK", "O_NOFOLLOW", "O_CLOEXEC", "O_BINARY"))
+
+
+def _read_file(path: str, root: str | None) -> bytes:
+    """A checked file's bytes, at most the size limit. The open cannot block (O_NONBLOCK) nor follow a link swapped
+    in after the check (O_NOFOLLOW), and the opened file must be the one checked, still inside ``root``."""
+    real, checked = _resolve(path, root)
+    name = shown(path)
+    try:
+        fd = os.open(real, _OPEN_FLAGS)
+    except OSError as exc:
+        raise DataError(f"cannot read image {name}: {exc.strerror or exc}") from None
+    try:
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (checked.st_dev, checked.st_ino) or not stat.S_ISREG(opened.st_mode):
+            raise DataError(f"image {name} changed while it was being opened")
+        if root is not None and not _inside(_opened_path(fd) or real, root):
+            raise DataError(f"image path {name} leads outside the dataset folder {shown(root)}")
+        return _read_capped(fd, name, image_limits()[0])
+    except OSError as exc:
+        raise DataError(f"cannot read image {name}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _opened_path(fd: int) -> str | None:
+    # Where the kernel says the open file is (Linux): a folder on the way swapped for a link after the check is
+    # caught here. Elsewhere the checks before the open stand alone.
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def _read_capped(fd: int, name: str, cap: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := os.read(fd, min(1 << 20, cap + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > cap:  # it grew after its size was checked
+            raise DataError(f"image {name} has more than {cap:,} bytes, the limit (${MAX_BYTES_ENV})")
+    return b"".join(chunks)
+
+
+def open_image(data: bytes, what: str) -> PILImage.Image:
+    """Encoded bytes opened lazily by Pillow (the header only), refused with DataError when the header declares more
+    pixels than the limit or the bytes are no DECODABLE format. The caller decodes (load, convert, thumbnail)."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit = image_limits()[1]
+    Image.init()
+    try:
+        img = Image.open(io.BytesIO(data), formats=[f for f in DECODABLE if f in Image.OPEN])
+    except UnidentifiedImageError:
+        raise DataError(f"corrupt image {what}: not a readable image format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning, under -W error
+        raise DataError(f"image {what} is a decompression bomb: {exc}") from None
+    except Exception as exc:  # Pillow's parsers raise many kinds on hostile bytes (struct.error, IndexError, ...)
+        raise DataError(f"corrupt image {what}: {type(exc).__name__}: {exc}") from None
+    width, height = img.size
+    if width * height > limit:
+        img.close()
+        raise DataError(f"image {what} has {width}x{height} = {width * height:,} pixels, over the limit of "
+                        f"{limit:,} (${MAX_PIXELS_ENV}); not decoded")
+    return img
+
+
+def decode_image(data: bytes, what: str) -> PILImage.Image:
+    """RGB pixels of encoded bytes (``to_rgb``), within the pixel limit; DataError naming ``what`` otherwise."""
+    with open_image(data, what) as img:
+        try:
+            return to_rgb(img)
+        except Exception as exc:  # truncated data, a broken frame, a mode Pillow cannot convert: all the bytes' fault
+            raise DataError(f"corrupt image {what}: {type(exc).__name__}: {exc}") from None
+
+
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+WHITE = (255, 255, 255)
+
+
+def to_rgb(img: PILImage.Image) -> PILImage.Image:
+    """The current frame (the first, for an animated image) as 8-bit RGB, without saturating deep images:
+
+    * 16-bit greyscale (``I;16*``) maps 0..65535 onto 0..255 (rounded v/257);
+    * 32-bit integer (``I``) and float (``F``) greyscale: non-finite values count as 0; values within 0..1 (float
+      only), else 0..255, else 0..65535, are scaled from the smallest of those ranges that holds them all; values
+      below 0 or above 65535 are stretched from their own minimum and maximum;
+    * transparency (an alpha channel, or a palette's or colour's tRNS) is composited on white;
+    * every other mode (CMYK, YCbCr, LAB, HSV, 1, L, P, RGB) through Pillow's own conversion.
+    """
+    from PIL import Image
+
+    if img.mode.startswith("I") or img.mode == "F":
+        import numpy as np
+
+        img = Image.fromarray(_grey8(np.asarray(img), img.mode), "L")
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        rgba = img.convert("RGBA") if img.mode != "La" else img.convert("RGBa").convert("RGBA")
+        flat = Image.new("RGB", rgba.size, WHITE)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return img.convert("RGB")
+
+
+def _grey8(values: Any, mode: str) -> Any:
+    import numpy as np
+
+    if mode.startswith("I;16"):
+        return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    # float64, scaled in place: float32 rounds 1e6 * 255 / 2e6 to 127.49999 (127, not 128).
+    grey = np.nan_to_num(values.astype(np.float64), copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
+    if low < 0 or high > 65535:
+        grey -= low
+        top = high - low
+    else:
+        top = next(t for t in (1.0, 255.0, 65535.0) if high <= t and (t > 1 or mode == "F"))
+    grey *= 255.0 if top > 0 else 0.0
+    grey /= top or 1.0  # multiplied first, so exact halves stay exact (100 * 255 / 200 = 127.5)
+    return np.clip(np.rint(grey, out=grey), 0, 255, out=grey).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------------- Labels

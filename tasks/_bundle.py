@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rrbench.hubdata import Rows, Source, media, open_rows
+from rrbench.hubdata import Rows, Source, media, open_rows, regular_files
 from rrbench.registry import require
-from rrbench.types import Media, UserError
+from rrbench.types import Media, UserError, image_limits
 
 BUNDLE = "TIGER-Lab/RationalRewards-EvalData-GenAIBench-MMRB2-ERBench"
 BUNDLE_FETCH = f"hf download {BUNDLE} --repo-type dataset --local-dir DIR"
@@ -75,6 +75,7 @@ def open_part(part: Part, source: Source, data: Path | None, fetch: Source | Non
     """
     if data is None:
         return open_rows(fetch or source, None)
+    image_limits()  # a malformed $RRBENCH_MAX_IMAGE_* is one line now (open_rows' own check is caught below)
     try:
         official: Rows | None = open_rows(source, data)
     except UserError:
@@ -98,7 +99,10 @@ def _bundle_candidates(folder: Path, source: Source) -> list[Path]:
     never stand in for the split asked for.
     """
     out = []
-    for path in sorted(folder.rglob("*.parquet")):
+    # Checked before a footer is read: a FIFO named like a parquet file would block the run (one line instead).
+    # Only a .cache folder inside the copy is skipped: the copy itself may live below ~/.cache (the hub's).
+    found = sorted(p for p in folder.rglob("*.parquet") if ".cache" not in p.relative_to(folder).parts)
+    for path in regular_files(found):
         parts = path.relative_to(folder).parts
         shard = _HUB_SHARD.match(path.name)
         other_split = shard is not None and shard["split"] != source.split and source.config in parts[:-1]

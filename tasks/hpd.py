@@ -45,9 +45,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rrbench.hubdata import Rows, Source, column, missing, open_rows
+from rrbench.hubdata import Rows, Source, column, confinement, missing, open_rows
 from rrbench.registry import task
-from rrbench.types import Label, LabelKind, Media, Protocol, Sample, Task, TaskInfo, TaskKind, UserError
+from rrbench.types import Label, LabelKind, Media, Protocol, Sample, Task, TaskInfo, TaskKind, UserError, shown
 
 VERSION = "1"  # hpdv3
 HPDV2_VERSION = "2"  # 2: the official inversion score (model ties by argsort order, every prompt counted)
@@ -134,7 +134,8 @@ def _hpdv2_sample(index: int, row: dict[str, Any], images: Path) -> Sample:
         return Sample(sample_id, prompt, (), Label.unknown(f"image_path={json.dumps(paths)}"))
     label = _ranking_label(rank, len(paths))
     candidates = tuple(_image(images, p) for p in paths)
-    return Sample(sample_id, prompt, candidates, label, meta={"image_path": list(paths)})
+    # Paths are recorded escaped (shown): a lone surrogate in a JSON string cannot be written to the UTF-8 log.
+    return Sample(sample_id, prompt, candidates, label, meta={"image_path": [shown(p, None) for p in paths]})
 
 
 # --------------------------------------------------------------------------------------------------- HPDv3
@@ -184,7 +185,8 @@ def _hpdv3_sample(index: int, row: dict[str, Any], root: Path) -> Sample:
     preferred, other = column(row, "path1", HPDV3), column(row, "path2", HPDV3)
     prompt = str(column(row, "prompt", HPDV3))
     sample_id = f"hpdv3-{index:05d}"
-    meta = {"path1": preferred, "path2": other, "model1": row.get("model1"), "model2": row.get("model2")}
+    meta = {"path1": _recorded(preferred), "path2": _recorded(other), "model1": row.get("model1"),
+            "model2": row.get("model2")}
     if not _strings([preferred, other]):
         return Sample(sample_id, prompt, (), Label.unknown(f"path1={preferred!r}, path2={other!r}"), meta=meta)
     # Every row stores the preferred image first; odd rows show it second, so positions are balanced in any prefix.
@@ -216,11 +218,18 @@ _SUBFOLDERS = ("", "test")  # where an unpacked archive may have put the files (
 
 
 def _image(base: Path, relative: str) -> Media:
+    """The image a row names, confined to ``base`` (the folder its paths start from): a path that leaves it, or a
+    link, FIFO or device, is the sample's data failure and is never opened (Media.from_path)."""
     for sub in _SUBFOLDERS:
-        if (base / sub / relative).is_file():
-            return Media.from_path(base / sub / relative)
-    return missing(f"missing/{base / relative}", f"image {relative} not found under {base}")
+        if os.path.exists(base / sub / relative):  # False, never an error, for a NUL, a 10,000-character name...
+            return Media.from_path(base / sub / relative, root=confinement(base))
+    return missing(f"missing/{shown(str(base / relative))}", f"image {shown(relative)} not found under {base}")
 
+
+
+def _recorded(value: Any) -> Any:
+    """A path as the sample log records it: escaped where UTF-8 cannot hold it (a lone surrogate from JSON)."""
+    return shown(value, None) if isinstance(value, str) else value
 
 
 def _check_first_image(rows: Rows, field: str, base: Path, source: Source, hint: str) -> None:
@@ -230,7 +239,7 @@ def _check_first_image(rows: Rows, field: str, base: Path, source: Source, hint:
     relative = value[0] if isinstance(value, list) and value else value
     if not isinstance(relative, str) or not relative:
         return  # an empty or malformed first row is reported per sample
-    if not any((base / sub / relative).is_file() for sub in _SUBFOLDERS):
+    if not any(os.path.isfile(base / sub / relative) for sub in _SUBFOLDERS):
         raise UserError(f"{source.dataset}: image {relative} not found under {base}; fetch the images once: {hint}")
 
 

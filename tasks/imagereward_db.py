@@ -21,13 +21,14 @@ images under ``test_images/`` next to it (or next to test.json itself).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rrbench.hubdata import Rows, Source, column, missing, open_rows
+from rrbench.hubdata import Rows, Source, column, confinement, missing, open_rows
 from rrbench.registry import task
-from rrbench.types import Label, LabelKind, Media, Protocol, Sample, Task, TaskInfo, TaskKind, UserError
+from rrbench.types import Label, LabelKind, Media, Protocol, Sample, Task, TaskInfo, TaskKind, UserError, shown
 
 VERSION = "1"
 REPO = "THUDM/ImageReward"
@@ -96,7 +97,7 @@ def _sample(row: dict[str, Any], images: Path) -> Sample:
         return Sample(sample_id, prompt, (), Label.unknown(f"generations={json.dumps(generations)}"))
     candidates = tuple(_image(images, g) for g in generations)
     return Sample(sample_id, prompt, candidates, ranking_label(ranking, len(generations)),
-                  meta={"generations": list(generations)})
+                  meta={"generations": [shown(g, None) for g in generations]})  # UTF-8-safe in the log
 
 
 def ranking_label(value: Any, n_images: int) -> Label:
@@ -110,8 +111,10 @@ def ranking_label(value: Any, n_images: int) -> Label:
 
 
 def _image(folder: Path, relative: str) -> Media:
+    """The image a row names, confined to ``folder`` (where its paths start): a path that leaves it, or a link,
+    FIFO or device, is the sample's data failure and is never opened (Media.from_path)."""
     path = folder / relative
-    if path.is_file():
-        return Media.from_path(path)
-    return missing(f"imagereward-db/missing/{relative}", f"no image {path}")
+    if os.path.exists(path):  # False, never an error, for a NUL, a 10,000-character name...
+        return Media.from_path(path, root=confinement(folder))
+    return missing(f"imagereward-db/missing/{shown(relative)}", f"no image {shown(str(path))}")
 

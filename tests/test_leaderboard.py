@@ -23,6 +23,7 @@ import pytest
 import tests.plugins.critic_models  # noqa: F401  (registers toy-critic in this process)
 from rrbench import cli, registry
 from rrbench.leaderboard import collect
+from rrbench.runner import integrity
 from tests.test_task_genai_bench import ROWS, T2I_IMAGES, t2i_columns, write_parquet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,14 +234,31 @@ def test_partial_run_is_left_out_of_the_paper_table_and_marked_per_task(runs: Pa
     assert "official+partial" in (out / f"{GENAI_TABLE}.md").read_text()
 
 
-def _edit(run_dir: Path, value: float, **fields: str) -> None:
+def _edit(run_dir: Path, value: float, seal: bool = True, **fields: str) -> None:
+    """A copy made to stand for another run: its numbers changed and, as the runner does, sealed with the log's
+    hash (``seal=False``: a hand edit, which a leaderboard must not trust)."""
     record = _record(run_dir)
     for m in record["metrics"]["overall"]:
         m["value"] = value
     if "task_version" in fields:
         record["task"]["version"] = fields.pop("task_version")
     record.update(fields)
+    if seal:
+        record["integrity"] = integrity(record, run_dir / "samples.jsonl")
     (run_dir / "run.json").write_text(json.dumps(record))
+
+
+def test_hand_edited_numbers_are_recomputed_from_the_log(runs: Path, tmp_path: Path, capsys: Any) -> None:
+    folder = tmp_path / "runs"
+    original = _only(runs, "always-first")
+    shutil.copytree(original, folder / original.name)
+    truth = _record(original)["metrics"]["overall"][0]["value"]
+    _edit(folder / original.name, value=0.99, seal=False)  # someone "improves" the number by hand
+    out = tmp_path / "lb"
+    assert _leaderboard(str(folder), "--out", str(out), "--reported", "none") == 0
+    (row,) = _table(out, "task-sanity-v1-n=16-size=64")["rows"]
+    assert row["cells"]["accuracy:excluded"]["value"] == pytest.approx(100 * truth)  # the log's number, not 99
+    assert "do not match samples.jsonl" in capsys.readouterr().err
 
 
 def test_rescored_run_is_its_own_row_under_its_protocol(runs: Path, tmp_path: Path) -> None:

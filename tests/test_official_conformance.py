@@ -54,9 +54,9 @@ def judge(tmp_path: Path, env: dict[str, str], vlm_server: str, tiny_vlm: Path, 
     """One run of the generic judge through the proxy; its run.json and the requests it sent."""
     plan, answer = scripted(answers)
     tmp_path.mkdir(parents=True, exist_ok=True)
-    with FaultProxy(vlm_server, plan, answer=answer, hold_s=10) as proxy:
+    with FaultProxy(vlm_server, plan, answer=answer, hold_s=12) as proxy:
         done = rrbench("run", "--model", "qwen3-vl-8b", "-M", f"served_model={tiny_vlm}", "-M", "max_tokens=4",
-                       "-M", "max_retries=0", "-M", "timeout_s=2", "--base-url", proxy.url, "--quiet",
+                       "-M", "max_retries=0", "-M", "timeout_s=8", "--base-url", proxy.url, "--quiet",
                        "--output", str(tmp_path / "runs"), *args, env=env, cwd=tmp_path, timeout=600)
         requests = [h.request for h in proxy.hits if h.request.method == "POST"]
     assert done.returncode == 0, done.stdout + done.stderr

@@ -389,3 +389,129 @@ def _sample_of() -> dict[tuple[str, ...], str]:
     out = {tuple(m.sha256 for m in s.candidates): s.id for s in sanity(n=N, size=32).load(None)}
     assert len(out) == N
     return out
+
+
+# ---------------------------------------------------------------------------------------------------- kills of the
+# commands that write outputs: `rescore` and `leaderboard` build their output beside its place and put it there in
+# one step, so a SIGKILL at any moment leaves the previous output or the complete new one, never a mix. No server
+# is needed: the runs are offline sanity runs.
+
+OUTPUT_KILLS = 12
+
+
+def offline_env(folder: Path) -> dict[str, str]:
+    return {**os.environ, "RRBENCH_CACHE": str(folder / "cache.sqlite"), "RRBENCH_PLUGINS": PLUGINS,
+            "PYTHONUNBUFFERED": "1"}
+
+
+def offline_run(out: Path, env: dict[str, str], model: str, n: int) -> Path:
+    done = rrbench("run", "--task", "sanity", "-T", f"n={n}", "-T", "size=32", "--model", model, "--order", "both",
+                   "--quiet", "--no-cache", "--output", str(out), env=env, cwd=out.parent)
+    assert done.returncode == 0, done.stderr
+    return next(p for p in out.iterdir() if p.name.startswith(f"sanity__{model}__"))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` (hidden staging folders beside it are not part of it)."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def kill_points(seed: int, took: float) -> list[tuple[bool, float]]:
+    """Seeded kill points: half at a delay from the start over the time one whole command took (and a little past),
+    half at a delay of up to 50 ms after the command's staging folder appears, where its writing happens."""
+    rnd = random.Random(seed)
+    return [(False, rnd.uniform(0.0, took * 1.1)) for _ in range(OUTPUT_KILLS // 2)] + [
+        (True, rnd.uniform(0.0, 0.05)) for _ in range(OUTPUT_KILLS - OUTPUT_KILLS // 2)]
+
+
+def timed(args: list[str], env: dict[str, str], cwd: Path) -> float:
+    started = time.monotonic()
+    done = rrbench(*args, env=env, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return time.monotonic() - started
+
+
+def _shown(points: list[tuple[bool, float]]) -> str:
+    return ", ".join(f"{'staging+' if staged else ''}{delay:.3f} s" for staged, delay in points)
+
+
+def kill_after(args: list[str], env: dict[str, str], cwd: Path, point: tuple[bool, float], staging: Path) -> int:
+    """SIGKILL the command at ``point`` (see kill_points; ``staging``: the folder its staging folder appears in);
+    its exit code (negative: killed)."""
+    proc = subprocess.Popen([sys.executable, "-m", "rrbench.cli", *args], env=env, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    after_staging, delay = point
+    while after_staging and proc.poll() is None and not any(".staging-" in p.name for p in staging.glob(".*")):
+        time.sleep(0.001)
+    try:
+        proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    return proc.wait(timeout=60)
+
+
+def rescored(folder: Path) -> dict[str, Any] | None:
+    """A rescore output's numbers, checked whole: its log complete and sealed by its run.json."""
+    from rrbench.runner import integrity
+
+    if not folder.exists():
+        return None
+    rec = record(folder)
+    assert rec["integrity"] == integrity(rec, folder / "samples.jsonl"), "run.json and samples.jsonl disagree"
+    return {"counts": rec["counts"], "metrics": rec["metrics"], "log": (folder / "samples.jsonl").read_bytes()}
+
+
+@pytest.mark.slow
+def test_sigkill_during_rescore_leaves_the_previous_output_or_the_complete_new_one(tmp_path: Path) -> None:
+    env = offline_env(tmp_path)
+    run_dir = offline_run(tmp_path / "runs", env, "random", 1500)
+    args = ["rescore", str(run_dir), "--tie-policy", "ties-excluded", "--output"]
+    took = timed([*args, str(tmp_path / "reference")], env, tmp_path)
+    (reference,) = (tmp_path / "reference").iterdir()
+    want = rescored(reference)
+    out = tmp_path / "out"
+    target = out / reference.name
+    codes = []
+    for point in kill_points(SEED + 2, took):
+        codes.append(kill_after([*args, str(out)], env, tmp_path, point, out))
+        assert rescored(target) in (None, want)  # nothing yet, or the whole output: never part of one
+        assert [p.name for p in out.glob("*") if not p.name.startswith(".")] in ([], [target.name])
+    print(f"rescore ({took:.2f} s) killed at {_shown(kill_points(SEED + 2, took))}: exit {codes}")
+    assert -signal.SIGKILL in codes
+    assert rrbench(*args, str(out), env=env, cwd=tmp_path).returncode == 0
+    assert rescored(target) == want
+    assert [p.name for p in out.iterdir()] == [target.name]  # the killed builds' staging folders are cleared
+
+
+@pytest.mark.slow
+def test_sigkill_during_leaderboard_leaves_the_previous_board_or_the_complete_new_one(tmp_path: Path) -> None:
+    env = offline_env(tmp_path)
+    runs = tmp_path / "runs"
+    for model in ("random", "always-first"):
+        offline_run(runs, env, model, 400)
+    extra = offline_run(tmp_path / "later", env, "sleepy", 400)
+    board = tmp_path / "board"
+    args = ["leaderboard", str(runs), "--out", str(board), "--no-plots", "--reported", "none"]
+    assert rrbench(*args, env=env, cwd=tmp_path).returncode == 0
+    (board / "mine.txt").write_text("not the leaderboard's: kept through every build")
+    before = snapshot(board)
+    saved = tmp_path / "saved"
+    shutil.copytree(board, saved)
+    shutil.copytree(extra, runs / extra.name)  # a new run: the next build differs from the last one
+    took = timed([*args[:3], str(tmp_path / "reference"), *args[4:]], env, tmp_path)
+    after = {**snapshot(tmp_path / "reference"), "mine.txt": before["mine.txt"]}
+    assert after != before
+    codes = []
+    for point in kill_points(SEED + 3, took):
+        shutil.rmtree(board)
+        shutil.copytree(saved, board)
+        codes.append(kill_after(args, env, tmp_path, point, tmp_path))
+        state = snapshot(board)
+        assert state in (before, after), sorted(set(state.items()) ^ set(after.items()))[:4]
+    print(f"leaderboard ({took:.2f} s) killed at {_shown(kill_points(SEED + 3, took))}: exit {codes}")
+    assert -signal.SIGKILL in codes
+    assert rrbench(*args, env=env, cwd=tmp_path).returncode == 0
+    assert snapshot(board) == after
+    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]

@@ -143,7 +143,7 @@ def test_checkpoint_that_does_not_fit_is_a_user_error(hps: tuple[Path, Path], ed
     with pytest.raises(UserError, match="does not match"):  # EditReward's heads are not HPSv3's rm_head
         qr.load(str(edit[1]), str(edit[0]), ("model.safetensors",), "Qwen2_5_VLForConditionalGeneration",
                 ("rm_head",), "cpu", "float32")
-    with pytest.raises(UserError, match=r"none of HPSv3\.safetensors"):
+    with pytest.raises(UserError, match=r"has no HPSv3\.safetensors \(fetch it with `hf download MizzenAI/HPSv3`\)"):
         _started(hp.hpsv3(path=str(hps[1]), base=str(hps[1]), device="cpu"))
 
 

@@ -5,6 +5,12 @@ connections, 429, 5xx) are retried with exponential backoff and full jitter, hon
 requests in flight shrinks on 429/5xx and grows back while requests succeed (AIMD), so a crowded server is not
 hammered. Images travel as data URIs of their original bytes; only images above ``max_pixels`` are re-encoded
 (downscaled), and the request records that it happened.
+
+A server is not trusted to behave (docs/reliability.md, "Hostile or broken servers"): ``timeout_s`` is a deadline
+for the whole exchange, not for each read, so a server trickling bytes cannot hold a request past it; a body over
+``MAX_BODY_BYTES`` is a failure before it is read in full; a redirect is refused, never followed (it could carry the
+API key to another host); 401/403 are ``auth`` failures naming the key's variable; whatever the server sent back is
+scrubbed of secrets (rrbench/redact.py) before it goes anywhere, and URLs are shown without their credentials.
 """
 
 from __future__ import annotations
@@ -13,18 +19,27 @@ import asyncio
 import base64
 import contextlib
 import io
+import json
+import logging
 import os
 import random
+import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
 from rrbench.backends._base import Backend, BackendError, Completion, Message, Sampling
+from rrbench.redact import Scrubber, redact_url
 from rrbench.registry import require
-from rrbench.types import DataError, FailureKind, Media, UserError
+from rrbench.types import DataError, FailureKind, Media, UserError, open_image, to_rgb
 
 RETRYABLE = (FailureKind.HTTP, FailureKind.TIMEOUT, FailureKind.RATE_LIMITED)
+MAX_BODY_BYTES = 16 * 2**20  # a successful answer larger than this is a failure, and is not read any further
+ERROR_BODY_BYTES = 64 * 2**10  # read of an error page, for the first ERROR_SNIPPET characters shown
+ERROR_SNIPPET = 300
 
 
 class AdaptiveLimit:
@@ -96,6 +111,7 @@ class OpenAIHTTPBackend(Backend):
         if not base_urls:
             raise UserError("no base URL given for the HTTP backend (--base-url URL)")
         self.base_urls = [u.rstrip("/") for u in base_urls]
+        self._shown = {u: redact_url(u) for u in self.base_urls}  # what messages and run.json may say
         self.model = model
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
@@ -105,11 +121,12 @@ class OpenAIHTTPBackend(Backend):
         self.limit = AdaptiveLimit(concurrency)
         self._busy = dict.fromkeys(self.base_urls, 0)
         self._client: Any = None
+        self._scrub = Scrubber.from_env(api_key_env, self.base_urls)
         self.downscaled = 0
 
     def describe(self) -> dict[str, Any]:
         # the key's variable name is recorded, never its value
-        return {"backend": self.name, "base_urls": self.base_urls, "model": self.model,
+        return {"backend": self.name, "base_urls": list(self._shown.values()), "model": self.model,
                 "api_key_env": self.api_key_env, "max_pixels": self.max_pixels, "max_retries": self.max_retries}
 
     def _headers(self) -> dict[str, str]:
@@ -126,7 +143,12 @@ class OpenAIHTTPBackend(Backend):
             # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under us mid-request.
             limits = httpx.Limits(max_connections=self.limit.maximum * 2, max_keepalive_connections=self.limit.maximum,
                                   keepalive_expiry=4.0)
-            self._client = httpx.AsyncClient(headers=self._headers(), timeout=self.timeout_s, limits=limits)
+            headers = self._headers()
+            # httpx logs every request's URL at INFO, a ?key= query included, wherever logging is turned up
+            logging.getLogger("httpx").setLevel(logging.WARNING)
+            self._scrub = Scrubber.from_env(self.api_key_env, self.base_urls)  # the key as it is now
+            self._client = httpx.AsyncClient(headers=headers, timeout=self.timeout_s, limits=limits,
+                                             follow_redirects=False)
 
     async def check_reachable(self, timeout_s: float = 10.0) -> None:
         """Fail before the first sample when nothing listens at a base URL (a typo, a server not started yet).
@@ -134,7 +156,7 @@ class OpenAIHTTPBackend(Backend):
         Only a TCP connection is opened, no request is sent: whatever accepts it is a server (errors it may answer
         with are the run's to record), and neither an API's rate limit nor a test's fault proxy is consulted."""
         reasons = await asyncio.gather(*(_tcp_probe(url, timeout_s) for url in self.base_urls))
-        dead = [f"{url} ({why})" for url, why in zip(self.base_urls, reasons, strict=True) if why]
+        dead = [f"{self._shown[url]} ({why})" for url, why in zip(self.base_urls, reasons, strict=True) if why]
         if dead:
             raise UserError(f"cannot reach {', '.join(dead)}: is the server running? "
                             f"(`rrbench doctor --base-url URL` checks an endpoint)")
@@ -177,41 +199,86 @@ class OpenAIHTTPBackend(Backend):
     async def _post(self, body: dict[str, Any]) -> Completion:
         httpx = require("httpx", "api")
         url = self._pick_url()
+        shown = self._shown[url]
         self._busy[url] += 1
         start = time.perf_counter()
         try:
-            response = await self._client.post(f"{url}/chat/completions", json=body)
-        except httpx.TimeoutException as exc:
-            raise BackendError(FailureKind.TIMEOUT, f"{url}: timed out ({type(exc).__name__})") from None
+            # httpx's timeout bounds each read; this bounds the whole exchange (a byte a second never times out)
+            status, headers, content = await asyncio.wait_for(self._exchange(url, body), self.timeout_s)
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            raise BackendError(FailureKind.TIMEOUT, f"{shown}: no complete answer within {self.timeout_s:g} s "
+                                                    "(-M timeout_s)") from None
+        except _TooLarge as exc:
+            raise _final(FailureKind.HTTP, 200, f"{shown}: answer too large ({exc}; the limit is "
+                         f"{MAX_BODY_BYTES // 2**20} MiB)") from None
         except httpx.HTTPError as exc:
-            raise BackendError(FailureKind.HTTP, f"{url}: {type(exc).__name__}: {exc}") from None
+            raise BackendError(FailureKind.HTTP, self._scrub(f"{shown}: {type(exc).__name__}: {exc}")) from None
         finally:
             self._busy[url] -= 1
-        return self._completion(response, url, time.perf_counter() - start)
+        return self._completion(status, headers, content, shown, time.perf_counter() - start)
 
-    def _completion(self, response: Any, url: str, latency: float) -> Completion:
-        if response.status_code == 429:
+    async def _exchange(self, url: str, body: dict[str, Any]) -> tuple[int, Any, bytes]:
+        """Status, headers and body, read no further than the status needs (nothing of a redirect's body)."""
+        async with self._client.stream("POST", _endpoint(url, "chat/completions"), json=body) as response:
+            status = response.status_code
+            if 300 <= status < 400:
+                return status, response.headers, b""
+            limit = MAX_BODY_BYTES if status < 300 else ERROR_BODY_BYTES
+            declared = response.headers.get("content-length", "")
+            if status < 300 and declared.isdigit() and int(declared) > limit:
+                raise _TooLarge(f"{int(declared):,} bytes announced")
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    if status >= 300:
+                        break  # an error page: its start is enough
+                    raise _TooLarge(f"more than {limit:,} bytes sent")
+            return status, response.headers, b"".join(chunks)
+
+    def _completion(self, status: int, headers: Any, content: bytes, url: str, latency: float) -> Completion:
+        if status == 429:
             error = BackendError(FailureKind.RATE_LIMITED, f"{url}: 429 rate limited")
-            error.retry_after = _retry_after(response.headers.get("retry-after"))  # type: ignore[attr-defined]
+            error.retry_after = _retry_after(headers.get("retry-after"))  # type: ignore[attr-defined]
             raise error
-        if response.status_code >= 400:
-            error = BackendError(FailureKind.HTTP, f"{url}: HTTP {response.status_code}: {response.text[:300]}")
-            error.status = response.status_code  # type: ignore[attr-defined]
+        if 300 <= status < 400:
+            target = redact_url(self._scrub(headers.get("location") or "nowhere"))
+            raise _final(FailureKind.HTTP, status, f"{url}: HTTP {status} redirect to {target} refused: an "
+                         "OpenAI-compatible endpoint answers directly, so --base-url is probably wrong (rrbench never "
+                         "follows a redirect, which could carry the API key to another host)")
+        if status in (401, 403):
+            raise _final(FailureKind.AUTH, status, self._refused(status, url))
+        if status >= 400:
+            # scrubbed before the cut, so the cut never leaves the first half of an echoed key behind
+            text = self._scrub(content.decode("utf-8", "replace"))[:ERROR_SNIPPET]
+            error = BackendError(FailureKind.HTTP, f"{url}: HTTP {status}: {text}")
+            error.status = status  # type: ignore[attr-defined]
             # A 4xx (prompt too long, bad request) fails again identically: only 408 and 5xx are worth a retry.
-            error.transient = response.status_code >= 500 or response.status_code == 408  # type: ignore[attr-defined]
+            error.transient = status >= 500 or status == 408  # type: ignore[attr-defined]
             # 503 may say when to come back, as 429 does
-            error.retry_after = _retry_after(response.headers.get("retry-after"))  # type: ignore[attr-defined]
+            error.retry_after = _retry_after(headers.get("retry-after"))  # type: ignore[attr-defined]
             raise error
         try:
-            payload = response.json()
+            payload = json.loads(content)
             choice = payload["choices"][0]
             text = choice["message"].get("content") or ""
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            if not isinstance(text, str):
+                raise TypeError("content is not text")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise BackendError(FailureKind.HTTP, f"{url}: malformed response body ({type(exc).__name__})") from None
         finish = choice.get("finish_reason")
         logprobs = (choice.get("logprobs") or {}).get("content")
         usage = {k: int(v) for k, v in (payload.get("usage") or {}).items() if isinstance(v, int)}
-        return Completion(text=text, finish_reason=finish, usage=usage, logprobs=logprobs, latency_s=latency)
+        return Completion(text=self._scrub(text), finish_reason=finish, usage=usage, logprobs=logprobs,
+                          latency_s=latency)
+
+    def _refused(self, status: int, url: str) -> str:
+        """The one line a run stops with when the server refuses the key: the variable's name, never its value."""
+        if self.api_key_env:
+            return f"the server refused the API key (HTTP {status} from {url}): check ${self.api_key_env}"
+        return (f"the server refused the request (HTTP {status} from {url}): it wants an API key; "
+                "name the variable that holds it with --api-key-env VAR")
 
     @staticmethod
     def _sampling(sampling: Sampling) -> dict[str, Any]:
@@ -246,30 +313,101 @@ class OpenAIHTTPBackend(Backend):
     def _data_uri(self, media: Media) -> str:
         try:
             data, mime = media.read_bytes(), media.mime
-            if self.max_pixels:
-                data, mime = self._downscale(data, mime)
+            data, mime = self._checked(data, mime, media.describe())
         except DataError as exc:
             raise BackendError(FailureKind.DATA, str(exc)) from exc
         return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
-    def _downscale(self, data: bytes, mime: str) -> tuple[bytes, str]:
-        from PIL import Image
-
-        try:
-            img = Image.open(io.BytesIO(data))
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"corrupt image: {exc}") from exc
-        with img:
+    def _checked(self, data: bytes, mime: str, what: str) -> tuple[bytes, str]:
+        """The bytes to send: the original ones, after a look at the header (a decompression bomb or a file that is
+        no image is the sample's data failure here, never a server's problem), or a downscaled PNG above max_pixels."""
+        with open_image(data, what) as img:
             pixels = img.width * img.height
-            assert self.max_pixels is not None
-            if pixels <= self.max_pixels:
+            if not self.max_pixels or pixels <= self.max_pixels:
                 return data, mime  # within budget: the original bytes, untouched
             scale = (self.max_pixels / pixels) ** 0.5
-            small = img.convert("RGB").resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))))
+            try:
+                small = to_rgb(img).resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))))
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise DataError(f"corrupt image {what}: {exc}") from exc
         out = io.BytesIO()
         small.save(out, format="PNG")
         self.downscaled += 1
         return out.getvalue(), "image/png"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _final(kind: FailureKind, status: int, message: str) -> BackendError:
+    """A failure that a retry would only repeat."""
+    error = BackendError(kind, message)
+    error.status = status  # type: ignore[attr-defined]
+    error.transient = False  # type: ignore[attr-defined]
+    return error
+
+
+def _endpoint(base_url: str, path: str) -> str:
+    """``base_url``/``path``, keeping a query the base URL carries (``?key=...``) after the path, not before it."""
+    parts = urllib.parse.urlsplit(base_url)
+    return urllib.parse.urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{path}"))
+
+
+def probe_models(url: str, api_key_env: str | None, timeout_s: float = 5.0) -> tuple[bool, str]:
+    """`rrbench doctor`'s check of a base URL: GET <url>/models as a run would send it, with the same distrust.
+
+    (ok, detail); the detail never holds a secret (it does not repeat the URL: show it with ``redact_url``).
+    Credentials in the URL travel as Basic auth, as httpx sends them in a run; a redirect is not followed (it
+    could carry the key to another host) and is a FAIL, as is a refused key; the answer is read up to
+    ``MAX_BODY_BYTES``. ``timeout_s`` bounds the whole exchange: urllib's timeout bounds each read, which a server
+    trickling a byte at a time never reaches (the probe runs in a daemon thread, left behind if it overruns)."""
+    outcome: list[tuple[bool, str]] = []
+    worker = threading.Thread(target=lambda: outcome.append(_probe(url, api_key_env, timeout_s)), daemon=True)
+    worker.start()
+    worker.join(timeout_s + 1)
+    return outcome[0] if outcome else (False, f"no complete answer within {timeout_s:g} s")
+
+
+def _probe(url: str, api_key_env: str | None, timeout_s: float) -> tuple[bool, str]:
+    scrub = Scrubber.from_env(api_key_env, [url])
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Accept": "application/json"}
+    key = os.environ.get(api_key_env) if api_key_env else None
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, _, password = userinfo.partition(":")
+        pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    target = urllib.parse.urlunsplit(parts._replace(netloc=netloc, path=f"{parts.path.rstrip('/')}/models"))
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(target, headers=headers), timeout=timeout_s) as response:
+            body = response.read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            return False, f"answer too large (more than {MAX_BODY_BYTES // 2**20} MiB)"
+        served = [m.get("id") for m in json.loads(body).get("data", [])]
+        return True, scrub("serves " + (", ".join(str(s) for s in served[:5]) or "no models"))
+    except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            target = redact_url(scrub(exc.headers.get("location") or "nowhere"))
+            return False, (f"HTTP {exc.code} redirect to {target}, not followed: an OpenAI-compatible endpoint "
+                           "answers directly, so --base-url is probably wrong")
+        if exc.code in (401, 403):
+            fix = f"check ${api_key_env}" if api_key_env else "it wants an API key (--api-key-env VAR)"
+            return False, f"refused the API key (HTTP {exc.code}): {fix}"
+        return exc.code == 404, f"answered HTTP {exc.code}"  # 404: a server without /models still answers chats
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        return False, scrub(f"unreachable or not an OpenAI-compatible server ({type(exc).__name__}: "
+                            f"{getattr(exc, 'reason', exc)})")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises the 30x as an HTTPError
 
 
 async def _tcp_probe(url: str, timeout_s: float) -> str | None:

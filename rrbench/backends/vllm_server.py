@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from rrbench.backends._base import Backend, Completion, Message, Sampling
 from rrbench.backends.openai_http import OpenAIHTTPBackend
+from rrbench.redact import scrub
 from rrbench.types import UserError
 
 PYTHON_ENV = "RRBENCH_VLLM_PYTHON"
@@ -144,7 +145,8 @@ class ManagedVLLMBackend(Backend):
         folder.mkdir(parents=True, exist_ok=True)
         self.log_path = folder / LOG_NAME
         self._log = self.log_path.open("ab")
-        self._log.write(f"$ {shlex.join(self.command(python, port))}\n".encode())
+        # -M vllm_args may hold "--api-key $KEY": the log file sits in the run directory
+        self._log.write(f"$ {scrub(shlex.join(self.command(python, port)))}\n".encode())
         self._log.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         print(f"starting vLLM server for {self.weights} on port {port} (log: {self.log_path})",
@@ -172,8 +174,8 @@ class ManagedVLLMBackend(Backend):
         lines = [ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
         errors = [m.group(0) for ln in lines if (m := _EXCEPTION.search(ln))]
         if not errors:
-            return (lines or ["no output"])[-1][:300]
-        first, last = errors[0][:200], errors[-1][:200]
+            return scrub((lines or ["no output"])[-1])[:300]
+        first, last = scrub(errors[0])[:200], scrub(errors[-1])[:200]  # vLLM prints its arguments, a key included
         return last if first == last else f"{last} (first error: {first})"
 
     async def chat(self, messages: Sequence[Message], sampling: Sampling) -> Completion:

@@ -4,8 +4,13 @@ Output in ``--out`` (default: ``leaderboard/`` inside the first folder of runs r
 first path is a run directory, so a default build never overwrites a checkout's tracked ``leaderboards/``): for
 each table ``<id>.md/.csv/.tex/.html/.json``; ``README.md`` and ``index.html`` with every table (and the plots,
 when drawn); ``plots/``. Published numbers come from ``reported.json`` shipped inside this package (``--reported
-FILE`` or ``none`` to change that). Every file this command writes is listed in ``manifest.json``; a rebuild first
-removes the files the previous manifest lists (and nothing else), so a table whose runs are gone does not linger.
+FILE`` or ``none`` to change that). Every file this command writes is listed in ``manifest.json``; a rebuild
+drops the files the previous manifest lists (and nothing else), so a table whose runs are gone does not linger.
+
+A build is atomic: the new folder is made beside ``--out`` (hidden), with the files of the old one that no build
+wrote carried over, and then put in its place in one step (store.publish_dir), so a kill at any moment leaves the
+previous leaderboard or the new one, never a mix, and old files go only once the new ones are all written. An
+``--out`` that is, holds or lies inside a run directory being read is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -23,7 +30,7 @@ from rrbench.leaderboard import render
 from rrbench.leaderboard.collect import RUN_JSON, RunEntry, find_run_dirs, latest, read_entries
 from rrbench.leaderboard.reported import Reported, load_reported
 from rrbench.leaderboard.tables import Table, preference_table, task_tables
-from rrbench.store import atomic_text
+from rrbench.store import atomic_text, publish_dir, staging_dir, write_error
 from rrbench.types import UserError
 
 MANIFEST = "manifest.json"
@@ -39,13 +46,25 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("no runs/ folder here: name run directories or folders of runs (rrbench leaderboard DIR ...)")
     out = Path(args.out) if args.out else default_out(paths)
     registry.load_plugins()  # task defaults place runs with and without explicit default arguments together
-    entries, skipped = read_entries(find_run_dirs(paths))
+    run_dirs = find_run_dirs(paths)
+    check_out(out, paths, run_dirs)
+    entries, skipped = read_entries(run_dirs)
     chosen = latest(entries)
     tables = [preference_table(chosen, reported), *task_tables(chosen, reported)]
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_previous(out)  # before the plots are drawn: they keep their names from one build to the next
-    plots = [] if args.plots == "none" else _plots(chosen, out, args.plots == "all")
-    written = write(tables, out, formats, plots)
+    target = out.resolve() if out.is_symlink() else out  # the folder a link names is the one replaced
+    try:
+        staged = staging_dir(target)
+    except OSError as exc:
+        raise write_error(out, exc) from None
+    try:
+        _carry_over(target, staged)
+        plots = [] if args.plots == "none" else _plots(chosen, staged, args.plots == "all")
+        written = write(tables, staged, formats, plots)
+        publish_dir(staged, target)  # the old files go only now, with the old folder, all at once
+    except OSError as exc:
+        raise write_error(out, exc) from None
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # gone already when published
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
     print(f"{len(chosen)} runs ({len(entries) - len(chosen)} superseded, {len(skipped)} skipped), "
@@ -105,19 +124,63 @@ def write(tables: Sequence[Table], out: Path, formats: Sequence[str], plots: Seq
     return written
 
 
-def _remove_previous(out: Path) -> None:
-    """Delete what the previous build wrote (and only that), so a vanished table does not linger."""
-    manifest = out / MANIFEST
-    if not manifest.is_file():
+def check_out(out: Path, paths: Sequence[Path], run_dirs: Sequence[Path]) -> None:
+    """The output folder must not be an input: not a folder of runs named on the command line, not a run directory
+    or inside one, and not a folder holding runs this build reads (the new folder replaces it whole)."""
+    where = out.resolve()
+    if where.exists() and not where.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    for path in paths:
+        if path.resolve() == where:
+            raise UserError(f"--out {out} is {path}, which this build reads runs from; give the leaderboard a "
+                            "folder of its own")
+    for run in run_dirs:
+        run = run.resolve()
+        if run == where or run in where.parents:
+            raise UserError(f"--out {out} is inside the run directory {run}; give the leaderboard a folder of its "
+                            "own")
+        if where in run.parents:
+            raise UserError(f"--out {out} holds the run directory {run}, which this build reads; give the "
+                            "leaderboard a folder of its own")
+
+
+def _carry_over(out: Path, staged: Path) -> None:
+    """Into the new folder, the files of the old one that no build wrote (not in its manifest): hard links, so the
+    old folder stays as it was until the new one replaces it."""
+    if not out.is_dir():
+        return
+    managed = _previous_files(out) | {MANIFEST}
+    for folder, dirs, files in os.walk(out):
+        here = Path(folder)
+        for name in [*files, *(d for d in dirs if (here / d).is_symlink())]:
+            relative = (here / name).relative_to(out)
+            if str(relative) in managed and name != REPORTED_FILE:
+                continue
+            target = staged / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _link(here / name, target)
+        for name in dirs:
+            if not (here / name).is_symlink():
+                (staged / (here / name).relative_to(out)).mkdir(parents=True, exist_ok=True)
+
+
+def _previous_files(out: Path) -> set[str]:
+    """What the previous build wrote, as its manifest lists it (nothing when it cannot be read)."""
+    try:
+        names = json.loads((out / MANIFEST).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {str(Path(n)) for n in names if isinstance(n, str)}
+
+
+def _link(source: Path, target: Path) -> None:
+    if source.is_symlink():
+        target.symlink_to(os.readlink(source))
         return
     try:
-        names = json.loads(manifest.read_text()).get("files", [])
-    except ValueError:
-        return
-    for name in names:
-        path = (out / name).resolve()
-        if out.resolve() in path.parents and path.name != REPORTED_FILE and path.is_file():
-            path.unlink()
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _write(path: Path, text: str) -> Path:

@@ -1,16 +1,18 @@
 """Find run directories and keep the ones a leaderboard shows.
 
-A leaderboard is built from run directories only (their ``run.json``; the sample logs are not read here, so
-1,000 runs load in well under a second). Only complete runs count. Runs are grouped by what they measured,
-``(task, task version, spec hash, protocol id)``; within a group the most recently updated run wins. The protocol id
-is part of the key because ``rrbench rescore`` writes a new run with the same spec and another protocol, and both
-are results in their own right.
+A leaderboard is built from run directories only: their ``run.json``, whose numbers are taken as written only
+while its seal (``integrity``: the sha256 of the sample log and of the numbers) holds; a hand-edited or stale
+``run.json`` is recomputed from ``samples.jsonl`` (and said on stderr). Only complete runs count. Runs are grouped
+by what they measured, ``(task, task version, spec hash, protocol id)``; within a group the most recently updated
+run wins. The protocol id is part of the key because ``rrbench rescore`` writes a new run with the same spec and
+another protocol, and both are results in their own right.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,8 +95,21 @@ def read_entries(run_dirs: Iterable[Path]) -> tuple[list[RunEntry], list[str]]:
         elif record.get("status") != "complete":
             skipped.append(f"{path}: status {record.get('status')!r}, only complete runs count")
         else:
-            entries.append(RunEntry(path, record))
+            checked, note = _checked(path, record)
+            if note:
+                print(f"note: {path}: {note}", file=sys.stderr)
+            if checked.get("status") != "complete":
+                skipped.append(f"{path}: status {checked.get('status')!r} by its sample log, only complete runs count")
+            else:
+                entries.append(RunEntry(path, checked))
     return entries, skipped
+
+
+def _checked(path: Path, record: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """run.json's numbers, recomputed from the sample log where they do not match it (the log is the record)."""
+    from rrbench.runner import checked_record  # the runner's import chain is not needed to list run directories
+
+    return checked_record(path, record)
 
 
 def latest(entries: Iterable[RunEntry]) -> list[RunEntry]:

@@ -36,8 +36,19 @@ from rrbench.datarecord import data_status
 from rrbench.display import ci, pct
 from rrbench.leaderboard.report_assets import CSS, JS
 from rrbench.progress import Progress
-from rrbench.store import RUN_JSON, SAMPLES, atomic_text, iter_log, read_json
-from rrbench.types import DataError, Judgement, Label, LabelKind, Media, Sample, SampleResult, Trial, UserError
+from rrbench.store import LOCK, REJECTED, RUN_JSON, SAMPLES, atomic_text, load_results, read_json
+from rrbench.types import (
+    DataError,
+    Judgement,
+    Label,
+    LabelKind,
+    Media,
+    Sample,
+    SampleResult,
+    Trial,
+    UserError,
+    open_image,
+)
 
 STATES = ("correct", "wrong", "mixed", "failed", "skipped", "unscored")
 ALWAYS_SHOWN = ("correct", "wrong", "failed")  # filter buttons present even at zero, so the page looks the same
@@ -68,8 +79,9 @@ def write_report(run_dir: Path, out: Path | None, *, data: str | None, limit: in
     record = read_json(run_dir / RUN_JSON)
     if not isinstance(record.get("spec"), dict):
         raise UserError(f"not a run directory ({RUN_JSON} has no spec): {run_dir}")
-    results = latest_results(run_dir / SAMPLES)
+    results = latest_results(run_dir)
     target = _target(run_dir, out)
+    _check_target(target, run_dir, data or (record["spec"].get("data")))
     n_cards = len(results) if limit is None else min(limit, len(results))
     problems: list[str] = []
     samples = open_samples(record, data, problems)
@@ -104,17 +116,30 @@ def _target(run_dir: Path, out: Path | None) -> Path:
     return out
 
 
+def _check_target(target: Path, run_dir: Path, data: Any) -> None:
+    """The page must not replace what it is made from: the run's own files, or anything in its data."""
+    where = target.resolve()
+    inputs = [run_dir / name for name in (RUN_JSON, SAMPLES, REJECTED, LOCK)]
+    if any(where == path.resolve() for path in inputs):
+        raise UserError(f"--out {target} is one of the run's own files; the report would replace it (give a .html "
+                        "path, or a folder)")
+    if isinstance(data, str) and data:
+        source = Path(data).resolve()
+        if where == source or source in where.parents:
+            raise UserError(f"--out {target} is inside the run's data ({data}); give a path outside it")
+    if where.is_dir():
+        raise UserError(f"--out {target} is a folder")
+
+
 def _spool(folder: Path) -> IO[str]:
     # Cards go first to a scratch file: the head needs their counts and any data problem met on the way.
     return tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace", dir=folder)
 
 
-def latest_results(log: Path) -> dict[str, SampleResult]:
-    """One result per sample id, in log order; a later line of the same id wins (as everywhere else)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for obj in iter_log(log):
-        latest[obj["id"]] = obj
-    return {sid: SampleResult.from_json(obj) for sid, obj in latest.items()}
+def latest_results(run_dir: Path) -> dict[str, SampleResult]:
+    """One result per sample id, in log order; a later line of the same id wins (store.load_results, the rule
+    every reader follows; malformed lines are skipped)."""
+    return {result.sample_id: result for result in load_results(run_dir)}
 
 
 def sample_state(result: SampleResult) -> str:
@@ -196,14 +221,11 @@ def picture(media: Media, key: str | None, size: int) -> Picture:
 
 
 def thumbnail(data: bytes, size: int) -> Picture:
-    from PIL import Image, UnidentifiedImageError
-
+    # open_image reads the header only and refuses a decompression bomb before any pixel is decoded
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data, "for the thumbnail") as img:
             img.thumbnail((size, size))  # JPEGs are decoded at a reduced scale (draft), not at full size
             flat = _flatten(img)
-    except UnidentifiedImageError:
-        raise DataError("corrupt image: not a readable image format") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"corrupt image: {exc}") from None
     buf = io.BytesIO()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rrbench.doctor import FileNeed
 from rrbench.registry import require
 from rrbench.types import UserError
 
@@ -168,6 +169,15 @@ def _last_index(hits: torch.Tensor) -> torch.Tensor:
     if bool((last < 0).any()):
         raise RuntimeError(f"a prompt lost its {REWARD_TOKEN} token")
     return last
+
+
+def needs(path: str, base: str | None, files: Sequence[str], hub_id: str, base_id: str) -> list[FileNeed]:
+    """The reward checkpoint (one of ``files``), and the base model whose processor and config it is built on:
+    ``-M base=``, else the checkpoint folder when it holds a ``config.json``, else the released base."""
+    checkpoint = FileNeed("checkpoint", path, "path", (tuple(files),), f"hf download {hub_id}")
+    folder = checkpoint.locate()
+    base_ref = base or (str(folder) if folder and (folder / "config.json").is_file() else base_id)
+    return [checkpoint, FileNeed("base model", base_ref, "base", (("config.json",),), f"hf download {base_ref}")]
 
 
 def load(base: str, checkpoint: str, files: Sequence[str], model_class: str, head_names: Sequence[str],

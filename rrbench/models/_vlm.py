@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from rrbench import prompts
+from rrbench import prompts, redact
 from rrbench.backends._base import Backend, BackendError, Completion, Message, Sampling
 from rrbench.models import _rationalrewards_format as rr
 from rrbench.models._base import RewardModel
@@ -37,6 +36,9 @@ DECODING_VERSION = "2"
 OFFICIAL = "official"  # -M prompt=official: the task's own judge prompt (verdict mode), the released critic prompts
 ENGINES = ("auto", "http", "vllm-serve", "vllm", "transformers")
 REMOTE = ("http", "vllm-serve")  # engines answered one request at a time, many in flight
+# A transformers checkpoint: one file or shards with their index (what transformers and vLLM load).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 
 
 @dataclass(frozen=True)
@@ -256,8 +258,10 @@ class VLMJudge(RewardModel):
         for backend in self._backends.values():
             await backend.close()
 
-    def checks(self) -> list[Any]:
-        """`rrbench doctor --model`: what this judge needs on this machine, each with its fix."""
+    def checks(self, generation: str | None = None, network: bool = True) -> list[Any]:
+        """`rrbench doctor --model` and `rrbench run`'s start-up check: what this judge needs on this machine, each
+        with its fix (its engine's extras are doctor's). ``generation``: the task's kind; None checks every kind.
+        ``network=False`` (run's check): no request to a server; the run probes it itself when it starts."""
         from rrbench.doctor import Check, reachable
 
         out = [Check("ok", "engine", f"{self.engine} (-M engine=auto|http|vllm-serve|vllm|transformers)")]
@@ -266,21 +270,23 @@ class VLMJudge(RewardModel):
                 ok = bool(os.environ.get(self.api_key_env))
                 out.append(Check("ok" if ok else "FAIL", "API key", f"${self.api_key_env} is "
                                  f"{'set' if ok else 'not set'}", f"export {self.api_key_env}=..."))
-            for url in self.base_urls:
+            for url in self.base_urls if network else ():
                 ok, detail = reachable(url, self.api_key_env)
-                out.append(Check("ok" if ok else "FAIL", "server", f"{url}: {detail}",
+                out.append(Check("ok" if ok else "FAIL", "server", f"{redact.redact_url(url)}: {detail}",
                                  "start the server, or check --base-url"))
             return out
-        module = {"transformers": ("transformers", "transformers"), "vllm": ("vllm", "vllm")}.get(self.engine)
-        if module and importlib.util.find_spec(module[0]) is None:
-            out.append(Check("FAIL", "engine package", f"{module[0]} is not installed",
-                             f"pip install 'rrbench[{module[1]}]'"))
-        for generation, ref in sorted(self.weights.items()):
-            try:
-                out.append(Check("ok", f"weights ({generation})", f"{ref} -> {resolve_weights(ref, served=True)}"))
-            except UserError as exc:
-                out.append(Check("FAIL", f"weights ({generation})", f"{ref} not found", str(exc)))
+        kinds = sorted(self.weights) if generation is None else [generation]
+        for kind in kinds:
+            out.append(dataclasses.replace(self.weights_need(kind).check(), name=f"weights ({kind})"))
         return out
+
+    def weights_need(self, generation: str) -> Any:
+        """The checkpoint folder a local engine loads for one generation kind (``_make_backend``'s choice)."""
+        from rrbench.doctor import FileNeed
+
+        ref = self.weights.get(generation) or self.weights.get("t2i") or next(iter(self.weights.values()))
+        fetch = f"hf download REPO_ID --local-dir {ref}" if Path(ref).exists() else f"hf download {ref}"
+        return FileNeed("weights", ref, "path", (("config.json",), WEIGHT_FILES), fetch, served=True)
 
     # ------------------------------------------------------------------------------------------------ judging
     async def acompare(self, queries: Sequence[Query]) -> list[Judgement]:
@@ -322,6 +328,8 @@ class VLMJudge(RewardModel):
 
     def _judge(self, query: Query, spec: prompts.PromptSpec, result: Any) -> Judgement:
         judgement = self._answer(query, spec, result)
+        # Stored as it is (sample log, cache): no secret a server echoed, no megabytes of text (rrbench/redact.py)
+        judgement = redact.clean(judgement, redact.Scrubber.from_env(self.api_key_env, self.base_urls))
         return dataclasses.replace(judgement, prompt=spec.key)
 
     def _answer(self, query: Query, spec: prompts.PromptSpec, result: Any) -> Judgement:

@@ -20,12 +20,11 @@ For editing tasks the edited image is scored against the instruction text; the s
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rrbench.doctor import FileNeed
 from rrbench.models import _clip
 from rrbench.models._base import RewardModel
-from rrbench.models._vlm import resolve_weights
 from rrbench.registry import require, reward_model
 from rrbench.types import UserError
 
@@ -46,11 +45,14 @@ class CLIPScore(_clip.ClipFamilyModel):
         self.prefix = prefix if not prefix or prefix.endswith(" ") else prefix + " "
         self.encoder: _clip.DualEncoder | None = None
 
+    def needs(self) -> list[FileNeed]:
+        """The files ``load`` reads (``rrbench doctor`` checks the same list)."""
+        return [FileNeed("weights", self.path, "path", (("config.json",), _clip.WEIGHT_FILES, _clip.TOKENIZER_FILES),
+                         f"hf download {HUB_ID}")]
+
     def load(self, device: str, dtype: torch.dtype) -> int:
         transformers = require("transformers", "transformers")
-        folder = Path(resolve_weights(self.path))
-        _clip.require_files(folder, (("config.json",), _clip.WEIGHT_FILES, _clip.TOKENIZER_FILES),
-                            f"hf download {HUB_ID}")
+        folder = self.needs()[0].resolve()
         model = transformers.CLIPModel.from_pretrained(folder)
         self.encoder = _clip.DualEncoder(model, _clip.load_tokenizer(str(folder)), device, dtype)
         return int(model.config.vision_config.image_size)

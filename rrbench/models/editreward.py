@@ -18,12 +18,11 @@ architecture, preprocessing and their sources.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rrbench.doctor import FileNeed
 from rrbench.models import _qwen_reward as qr
 from rrbench.models._base import RewardModel
-from rrbench.models._vlm import resolve_weights
 from rrbench.registry import reward_model
 from rrbench.types import DataError, FailureKind, Judgement, Query, UserError
 
@@ -134,10 +133,13 @@ class EditReward(RewardModel):
             raise UserError("editreward scores an edit (source image + edited image + instruction); "
                             f"this task's generation kind is {generation!r}")
         if self.net is None:
-            checkpoint = resolve_weights(self.path)
-            base = self.base or (checkpoint if (Path(checkpoint) / "config.json").is_file() else self.default_base)
-            self.net = qr.load(resolve_weights(base, "base"), checkpoint, CHECKPOINT_FILES,
-                               "Qwen2_5_VLForConditionalGeneration", HEADS, self.device, self.dtype)
+            checkpoint, base = (need.resolve() for need in self.needs())
+            self.net = qr.load(str(base), str(checkpoint), CHECKPOINT_FILES, "Qwen2_5_VLForConditionalGeneration",
+                               HEADS, self.device, self.dtype)
+
+    def needs(self) -> list[FileNeed]:
+        """The files ``astart`` reads (``rrbench doctor`` checks the same list)."""
+        return qr.needs(self.path, self.base, CHECKPOINT_FILES, VARIANTS[self.config["variant"]][0], self.default_base)
 
     def score(self, queries: Sequence[Query]) -> list[Judgement]:
         if self.net is None:

@@ -58,9 +58,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rrbench.doctor import FileNeed
 from rrbench.models import _clip
 from rrbench.models._base import RewardModel
-from rrbench.models._vlm import resolve_weights
 from rrbench.registry import require, reward_model
 from rrbench.types import UserError
 
@@ -197,11 +197,17 @@ class HPSv2(_clip.ClipFamilyModel):
         self.tokenizer_ref = tokenizer
         self.encoder: _clip.DualEncoder | None = None
 
+    def needs(self) -> list[FileNeed]:
+        """The files ``load`` reads (``rrbench doctor`` checks the same list): the ``.pt`` checkpoint, and the
+        tokenizer of ``-M tokenizer=``, else of the checkpoint's folder when it holds one, else of ViT-H-14's."""
+        checkpoint = FileNeed("checkpoint", self.path, "path", ((self.checkpoint,),),
+                              f"hf download {HUB_ID} {self.checkpoint}", file_ok=True)
+        folder = checkpoint.locate()
+        ref = self.tokenizer_ref or (str(folder) if folder and _clip.has_tokenizer(folder) else TOKENIZER_ID)
+        return [checkpoint, FileNeed("tokenizer", ref, "tokenizer", (_clip.TOKENIZER_FILES,), f"hf download {ref}")]
+
     def load(self, device: str, dtype: torch.dtype) -> int:
-        file = _clip.resolve_file(self.path, self.checkpoint, f"hf download {HUB_ID} {self.checkpoint}")
-        ref = self.tokenizer_ref or (str(file.parent) if _clip.has_tokenizer(file.parent) else TOKENIZER_ID)
-        tokenizer_folder = Path(resolve_weights(ref, "tokenizer"))
-        _clip.require_files(tokenizer_folder, (_clip.TOKENIZER_FILES,), f"hf download {ref}")
+        file, tokenizer_folder = (need.resolve() for need in self.needs())
         tokenizer = _clip.load_tokenizer(str(tokenizer_folder))
         model = build_model(read_state(file), tokenizer, file.name)
         self.encoder = _clip.DualEncoder(model, tokenizer, device, dtype)

@@ -18,11 +18,10 @@ instruction text, as for any text-to-image scorer; the source image is not shown
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
+from rrbench.doctor import FileNeed
 from rrbench.models import _qwen_reward as qr
 from rrbench.models._base import RewardModel
-from rrbench.models._vlm import resolve_weights
 from rrbench.registry import reward_model
 from rrbench.types import DataError, FailureKind, Judgement, Query, UserError
 
@@ -86,12 +85,15 @@ class HPSv3(RewardModel):
         self.path, self.base, self.device, self.dtype, self.batch_size = path, base, device, dtype, batch_size
         self.net: qr.RewardVLM | None = None
 
+    def needs(self) -> list[FileNeed]:
+        """The files ``astart`` reads (``rrbench doctor`` checks the same list)."""
+        return qr.needs(self.path, self.base, CHECKPOINT_FILES, HUB_ID, BASE_ID)
+
     async def astart(self, generation: str = "t2i") -> None:
         if self.net is None:
-            checkpoint = resolve_weights(self.path)
-            base = self.base or (checkpoint if (Path(checkpoint) / "config.json").is_file() else BASE_ID)
-            self.net = qr.load(resolve_weights(base, "base"), checkpoint, CHECKPOINT_FILES,
-                               "Qwen2VLForConditionalGeneration", (HEAD,), self.device, self.dtype)
+            checkpoint, base = (need.resolve() for need in self.needs())
+            self.net = qr.load(str(base), str(checkpoint), CHECKPOINT_FILES, "Qwen2VLForConditionalGeneration",
+                               (HEAD,), self.device, self.dtype)
 
     def score(self, queries: Sequence[Query]) -> list[Judgement]:
         if self.net is None:

@@ -26,11 +26,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rrbench.doctor import FileNeed
 from rrbench.models._base import RewardModel, decode_candidates
-from rrbench.models._vlm import resolve_weights
 from rrbench.registry import require, reward_model
 from rrbench.types import Judgement, Query, UserError
 
@@ -184,16 +183,21 @@ class ImageReward(RewardModel):
         self.net: ImageRewardNet | None = None
         self.tokenizer: Any = None
 
+    def needs(self) -> list[FileNeed]:
+        """The files ``astart`` reads (``rrbench doctor`` checks the same list): the checkpoint and its med config,
+        and the tokenizer of ``-M tokenizer=``, else of the checkpoint folder when it holds one, else BERT's."""
+        checkpoint = FileNeed("checkpoint", self.path, "path", ((CHECKPOINT,), (MED_CONFIG,)), f"hf download {HUB_ID}")
+        folder = checkpoint.locate()
+        ref = self.tokenizer_ref or (str(folder) if folder and (folder / "vocab.txt").is_file() else TOKENIZER_ID)
+        return [checkpoint, FileNeed("tokenizer", ref, "tokenizer", (("vocab.txt", "tokenizer.json"),),
+                                     f"hf download {ref}")]
+
     async def astart(self, generation: str = "t2i") -> None:
         if self.net is not None:
             return
         torch = require("torch", "transformers")
-        folder = Path(resolve_weights(self.path))
-        for name in (CHECKPOINT, MED_CONFIG):
-            if not (folder / name).is_file():
-                raise UserError(f"{folder} has no {name} (fetch it with `hf download {HUB_ID}`)")
-        tokenizer_ref = self.tokenizer_ref or (str(folder) if (folder / "vocab.txt").is_file() else TOKENIZER_ID)
-        self.tokenizer = load_tokenizer(resolve_weights(tokenizer_ref, "tokenizer"))
+        folder, tokenizer_folder = (need.resolve() for need in self.needs())
+        self.tokenizer = load_tokenizer(str(tokenizer_folder))
         state = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
         med = json.loads((folder / MED_CONFIG).read_text())
         device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device

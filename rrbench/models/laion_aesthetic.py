@@ -22,9 +22,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rrbench.doctor import FileNeed
 from rrbench.models import _clip
 from rrbench.models._base import RewardModel
-from rrbench.models._vlm import resolve_weights
 from rrbench.registry import require, reward_model
 from rrbench.types import UserError
 
@@ -71,15 +71,21 @@ class LaionAesthetic(_clip.ClipFamilyModel):
         self.encoder: _clip.DualEncoder | None = None
         self.head: Any = None
 
+    def needs(self) -> list[FileNeed]:
+        """The files ``load`` reads (``rrbench doctor`` checks the same list): the MLP head (no default: it is not
+        on the hub), and the CLIP of ``-M clip=``, else of the head's folder when it holds one, else ViT-L/14."""
+        fetch = f"curl -LO '{HEAD_URL}'"
+        head = FileNeed("aesthetic head", self.path, "path", ((HEAD,),), fetch, file_ok=True,
+                        unset=f"laion-aesthetic needs -M path= naming {HEAD} or its folder (fetch it with `{fetch}`)")
+        folder = head.locate()
+        clip_ref = self.clip_ref or (str(folder) if folder and (folder / "config.json").is_file() else CLIP_ID)
+        return [head, FileNeed("CLIP", clip_ref, "clip", (("config.json",), _clip.WEIGHT_FILES),
+                               f"hf download {clip_ref}")]
+
     def load(self, device: str, dtype: torch.dtype) -> int:
         transformers = require("transformers", "transformers")
-        if not self.path:
-            raise UserError(f"laion-aesthetic needs -M path= naming {HEAD} or its folder "
-                            f"(fetch it with `curl -LO '{HEAD_URL}'`)")
-        file = _clip.resolve_file(self.path, HEAD, f"curl -LO '{HEAD_URL}'")
-        clip_ref = self.clip_ref or (str(file.parent) if (file.parent / "config.json").is_file() else CLIP_ID)
-        folder = Path(resolve_weights(clip_ref, "clip"))
-        _clip.require_files(folder, (("config.json",), _clip.WEIGHT_FILES), f"hf download {clip_ref}")
+        head, clip = self.needs()
+        file, folder, clip_ref = head.resolve(), clip.resolve(), clip.ref
         model = transformers.CLIPModel.from_pretrained(folder)  # only its vision tower and projection run
         self.head = load_head(file).to(device).float().eval()
         if self.head[0].in_features != model.config.projection_dim:

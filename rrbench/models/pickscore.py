@@ -18,12 +18,11 @@ For editing tasks the edited image is scored against the instruction text; the s
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rrbench.doctor import FileNeed
 from rrbench.models import _clip
 from rrbench.models._base import RewardModel
-from rrbench.models._vlm import resolve_weights
 from rrbench.registry import require, reward_model
 from rrbench.types import UserError
 
@@ -43,13 +42,19 @@ class PickScore(_clip.ClipFamilyModel):
         self.processor_ref = processor
         self.encoder: _clip.DualEncoder | None = None
 
+    def needs(self) -> list[FileNeed]:
+        """The files ``load`` reads (``rrbench doctor`` checks the same list): the checkpoint, and the tokenizer of
+        ``-M processor=``, else of the checkpoint folder when it holds one, else of the card's processor."""
+        weights = FileNeed("weights", self.path, "path", (("config.json",), _clip.WEIGHT_FILES),
+                           f"hf download {HUB_ID}")
+        folder = weights.locate()
+        processor = self.processor_ref or (str(folder) if folder and _clip.has_tokenizer(folder) else PROCESSOR_ID)
+        return [weights, FileNeed("processor", processor, "processor", (_clip.TOKENIZER_FILES,),
+                                  f"hf download {processor}")]
+
     def load(self, device: str, dtype: torch.dtype) -> int:
         transformers = require("transformers", "transformers")
-        folder = Path(resolve_weights(self.path))
-        _clip.require_files(folder, (("config.json",), _clip.WEIGHT_FILES), f"hf download {HUB_ID}")
-        processor = self.processor_ref or (str(folder) if _clip.has_tokenizer(folder) else PROCESSOR_ID)
-        tokenizer_folder = Path(resolve_weights(processor, "processor"))
-        _clip.require_files(tokenizer_folder, (_clip.TOKENIZER_FILES,), f"hf download {processor}")
+        folder, tokenizer_folder = (need.resolve() for need in self.needs())
         model = transformers.CLIPModel.from_pretrained(folder)
         self.encoder = _clip.DualEncoder(model, _clip.load_tokenizer(str(tokenizer_folder)), device, dtype)
         return int(model.config.vision_config.image_size)
