@@ -328,7 +328,8 @@ def _run_group(planned: list[Planned], models: list[str], fields: dict[str, Any]
             worst = max(worst, execute(spec, output, **options))
             done.append(Done(item, model_name, output / spec.dirname()))
         except UserError as exc:
-            print(f"rrbench: error: {item.task} x {model_name}: {exc}", file=sys.stderr)
+            pair = f"{item.task} x {model_name}"
+            print(f"rrbench: error: {exc}" if pair in str(exc) else f"rrbench: error: {pair}: {exc}", file=sys.stderr)
             worst = max(worst, 2)
             done.append(Done(item, model_name, None, str(exc)))
         if worst == 130:  # Ctrl-C stops the whole group, not just the member in flight

@@ -307,8 +307,22 @@ def _constant_literal(elts: Sequence[ast.expr | None]) -> bool:
 
 
 def _optional(annotation: ast.expr) -> bool:
-    text = ast.unparse(annotation)
-    return "None" in text or "Optional" in text
+    """Whether a return annotation is an Optional at its top level (``X | None``, ``Optional[X]``,
+    ``Union[X, None]``); ``tuple[bool, float | None]`` is not."""
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):  # a string annotation
+        try:
+            annotation = ast.parse(annotation.value, mode="eval").body
+        except SyntaxError:
+            return False
+    if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+        return _optional(annotation.left) or _optional(annotation.right)
+    if isinstance(annotation, ast.Constant) and annotation.value is None:
+        return True
+    if isinstance(annotation, ast.Subscript):
+        name = ast.unparse(annotation.value).rsplit(".", 1)[-1]
+        inner = annotation.slice.elts if isinstance(annotation.slice, ast.Tuple) else [annotation.slice]
+        return name == "Optional" or (name == "Union" and any(_optional(e) for e in inner))
+    return False
 
 
 def _is_docstring(stmt: ast.stmt) -> bool:
@@ -339,6 +353,7 @@ def find_mutants(target: Target, root: Path = REPO) -> list[Mutant]:
     tree = ast.parse(source)
     baseline = ast.dump(tree)
     out, seen = [], set()
+    shown: dict[tuple[str, str, str], int] = {}
     for mutant in _Finder(target.path, source, target.only, target.skip).run(tree):
         mutated = mutant.apply(source)
         try:
@@ -348,6 +363,12 @@ def find_mutants(target: Target, root: Path = REPO) -> list[Mutant]:
         if dumped == baseline or dumped in seen:  # no change, or the same change as an earlier operator's
             continue
         seen.add(dumped)
+        # the same text twice in one function (two `x = y` lines): the second is shown as "... [2]", so the list
+        # of equivalent mutants can name one of them
+        key = (mutant.scope, mutant.operator, mutant.mutated)
+        shown[key] = shown.get(key, 0) + 1
+        if shown[key] > 1:
+            mutant.mutated += f"  [{shown[key]}]"
         out.append(mutant)
     return out
 

@@ -107,6 +107,7 @@ def test_a_client_error_is_sent_once(server: _Server, status: int) -> None:
     assert isinstance(out, BackendError)
     assert server.count == 1
     assert backend.limit.limit == 8  # a refusal is no sign of overload
+    assert "redirect" not in str(out)
 
 
 @pytest.mark.parametrize(("status", "kind"), [(408, FailureKind.HTTP), (429, FailureKind.RATE_LIMITED),
@@ -221,6 +222,54 @@ def test_requests_go_to_the_least_busy_server_and_are_counted_back() -> None:
 
         asyncio.run(main())
         assert (first.count, second.count) == (4, 0)
+    finally:
+        first.close()
+        second.close()
+
+
+def _concurrent(server: _Server, concurrency: int, n: int = 2) -> OpenAIHTTPBackend:
+    backend = OpenAIHTTPBackend([server.url], "judge", max_retries=3, backoff_s=0.0, concurrency=concurrency)
+    sampling, messages = Sampling(max_tokens=4), [user_message(text_part("which is better?"))]
+
+    async def main() -> None:
+        try:
+            done = await asyncio.gather(*(backend.chat(messages, sampling) for _ in range(n)))
+            assert all(c.text == "[[A>B]]" for c in done)
+        finally:
+            await backend.close()
+
+    asyncio.run(main())
+    return backend
+
+
+def test_one_overload_burst_halves_the_limit_once(server: _Server) -> None:
+    # both requests are in flight when their 503s come back: the second was sent before the first cut
+    server.plan = [503, 503, 200]
+    backend = _concurrent(server, concurrency=2)
+    assert (backend.limit.epoch, backend.limit.limit) == (1, 1)
+
+
+def test_an_overload_met_after_the_last_cut_cuts_again(server: _Server) -> None:
+    # one slot: the second request waits for it and is sent after the first 503's cut, so its 503 is news
+    server.plan = [503, 503, 200]
+    backend = _concurrent(server, concurrency=1)
+    assert backend.limit.epoch == 2
+
+
+def test_requests_in_flight_spread_over_the_servers() -> None:
+    first, second = _Server(), _Server()
+    try:
+        backend = OpenAIHTTPBackend([first.url, second.url], "judge", max_retries=0, concurrency=2)
+        sampling, messages = Sampling(max_tokens=4), [user_message(text_part("which is better?"))]
+
+        async def main() -> None:
+            try:
+                await asyncio.gather(*(backend.chat(messages, sampling) for _ in range(2)))
+            finally:
+                await backend.close()
+
+        asyncio.run(main())
+        assert (first.count, second.count) == (1, 1)
     finally:
         first.close()
         second.close()

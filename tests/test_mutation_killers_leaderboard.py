@@ -321,3 +321,9 @@ def test_a_run_whose_log_lost_samples_is_left_out_with_a_note(tmp_path: Path,
     assert entries == []
     assert skipped == [f"{run_dir}: status 'incomplete' by its sample log, only complete runs count"]
     assert f"note: {run_dir}: run.json's counts and metrics do not match samples.jsonl" in capsys.readouterr().err
+
+
+def test_reported_numbers_of_tasks_outside_table_1_do_not_make_columns() -> None:
+    item = Reported("Paper", "sanity", "1", "accuracy", 50.0, "p", "S")
+    table = preference_table([], [item])
+    assert len(table.columns) == 5 and table.rows == []

@@ -441,3 +441,21 @@ def test_bootstrap_arguments_at_their_limits() -> None:
             bootstrap_ci([1.0, 0.0], ["a", "b"], seed=0, level=level)
     with pytest.raises(ValueError, match="n_boot must be"):
         bootstrap_ci([1.0, 0.0], ["a", "b"], seed=0, n_boot=0)
+
+
+def test_a_winner_index_outside_the_pair_is_no_pair_label() -> None:
+    assert pair_credit(Label(LabelKind.WINNER, winner=2), Prediction((0.9, 0.1)), "exact") is None
+    assert pair_credit(Label(LabelKind.WINNER, winner=1), Prediction((0.1, 0.9)), "exact") == 1.0
+
+
+def test_a_rule_plug_in_that_builds_something_else_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: a registered rule whose factory returns no PairRule."""
+    from rrbench import registry
+    from rrbench.metrics import get_rule
+
+    class _Entry:
+        factory = staticmethod(lambda: object())
+
+    monkeypatch.setattr(registry, "find", lambda kind, name: _Entry())
+    with pytest.raises(TypeError, match="rule 'odd' built object, not a PairRule"):
+        get_rule("odd")

@@ -154,3 +154,26 @@ def test_no_refined_request_when_the_critic_proposes_none(written: str) -> None:
     assert rr.parse_pointwise(text, "t2i").refined_request is None
     kept = f"{answer}\n## Refined Request: A cat, none of the dogs."
     assert rr.parse_pointwise(kept, "t2i").refined_request == "A cat, none of the dogs."
+
+
+def test_a_score_line_without_a_number_is_no_score_and_no_na() -> None:
+    parsed = rr.parse_pointwise(_pointwise_answer({TF: "excellent", PVQ: "3", TR: "2"}), "t2i")
+    assert parsed.ok and TF not in parsed.aspects[0]
+    assert "missing:Text Faithfulness" in parsed.flags
+
+
+def test_a_value_expected_on_the_next_line_is_given_up_at_other_text() -> None:
+    # "## Score:" then prose: the score is missing, and a number further down is not taken for it
+    text = "\n".join(["1. Text Faithfulness:", "## Score:", "see below", "3", "2. Physical and Visual Quality:",
+                      "## Score: 3", "3. Text Rendering:", "## Score: N/A"])
+    parsed = rr.parse_pointwise(text, "t2i")
+    assert parsed.aspects == ({PVQ: 3.0, TR: None},)
+    assert "missing:Text Faithfulness" in parsed.flags
+    later = "\n".join(["1. Text Faithfulness:", "## Score:", "", "3.5"])  # a blank line in between is fine
+    assert rr.parse_pointwise(later, "t2i").aspects == ({TF: 3.5},)
+
+
+@pytest.mark.parametrize("wrapped", ["_A cat on a mat._", "**A cat on a mat.**", '"A cat on a mat."'])
+def test_marks_wrapped_around_the_whole_refined_request_are_removed(wrapped: str) -> None:
+    text = _pointwise_answer({TF: "3", PVQ: "3", TR: "2"}) + f"\n## Refined Request: {wrapped}"
+    assert rr.parse_pointwise(text, "t2i").refined_request == "A cat on a mat."

@@ -37,6 +37,8 @@ def _answer(text: str, verdict: Verdict | None = Verdict.A, *, prompt: str | Non
     ("[[A=B]]", "A=B"),
     ("[[A>>B]]", "Unknown"),  # the first pattern matches, holds no known vote, and nothing else applies
     ("[[B=A]]", "Unknown"),
+    ("[[A==B]]", "A=B"),
+    ("[[Image B>A]]", "B>A"),  # only the double-bracket pattern reads this one
     ("\\boxed{B>A}", "B>A"),
     ("so [a>b] it is", "A>B"),
     ("Final verdict: B>A", "B>A"),
@@ -290,8 +292,11 @@ def test_read_2pair_tie_words(text: str) -> None:
     assert read_2pair(text) == "A=B"
 
 
+RELATIONS_4 = ("A>B", "B>A", "A>C", "C>A", "A>D", "D>A", "B>C", "C>B", "B>D", "D>B", "C>D", "D>C")
+
+
 @pytest.mark.parametrize(("k", "relation"), [(3, r) for r in ("A>B", "B>A", "A>C", "C>A", "B>C", "C>B")]
-                         + [(4, r) for r in ("A>C", "C>A", "A>D", "D>A", "B>C", "C>B", "B>D", "D>B", "C>D", "D>C")])
+                         + [(4, r) for r in RELATIONS_4])
 def test_read_npair_knows_every_relation_of_its_k(k: int, relation: str) -> None:
     assert read_npair(f"[[{relation}]]", "AvsB", k) == (relation, False)
 

@@ -113,11 +113,14 @@ def test_corrupt_lines_anywhere_are_dropped_without_losing_records(tmp_path: Pat
 
 
 def test_a_clean_log_is_left_untouched(tmp_path: Path) -> None:
+    import hashlib
+
     a, b = _line("a"), _line("b")
     run = _run_with_log(tmp_path, a, b)
     inode = run.samples.stat().st_ino
     assert run.prepare_resume() == {"a", "b"}
     assert run.log_unchanged is True
+    assert run.log_sha256 == hashlib.sha256(a + b).hexdigest()  # the digest of the log it leaves
     assert run.samples.stat().st_ino == inode  # not replaced by a rewritten copy
     assert run.samples.read_bytes() == a + b
     run.release()
@@ -135,9 +138,22 @@ def test_resume_without_a_log_keeps_nothing_and_writes_nothing(tmp_path: Path) -
 
 
 def test_a_rewritten_log_leaves_no_temporary_file(tmp_path: Path) -> None:
+    import hashlib
+
     run = _run_with_log(tmp_path, _line("a"), _line("b", failure="parse"))
     run.prepare_resume()
     assert sorted(p.name for p in run.path.iterdir()) == [".lock", "samples.jsonl"]
+    assert run.log_sha256 == hashlib.sha256(_line("a")).hexdigest()
+    run.release()
+
+
+def test_a_line_that_looks_like_a_record_but_is_not_one_is_kept_aside(tmp_path: Path) -> None:
+    """Dropped from the log by the rewrite, but copied to samples.jsonl.rejected first; garbage is just dropped."""
+    bad = (json.dumps(_record(id=5)) + "\n").encode()  # JSON with an id, failing the record check
+    unnamed = b'{"label": {"kind": "winner"}}\n'  # JSON without an id: no record at all
+    run = _run_with_log(tmp_path, _line("a"), bad, b"garbage\n", unnamed)
+    assert run.prepare_resume() == {"a"}
+    assert (run.path / "samples.jsonl.rejected").read_bytes() == bad
     run.release()
 
 
@@ -357,7 +373,8 @@ def _with_trial(**changes: object) -> dict:
     _with_trial(prediction={"scores": []}, judgements=[{"scores": [None], "aspects": [{"Text Rendering": None}]}]),
     _record(label={"kind": "winner", "winner": 1}),
     _record(candidates=[{"key": "a"}, {"key": "b"}]),
-], ids=["plain", "missing-score", "na-aspect", "winner-1", "candidates"])
+    _record(correct=[None, 1.0]),  # a trial without a verdict has no correctness
+], ids=["plain", "missing-score", "na-aspect", "winner-1", "candidates", "correct-none"])
 def test_well_typed_records_are_read(tmp_path: Path, record: dict) -> None:
     run = _run_with_log(tmp_path, (json.dumps(record) + "\n").encode())
     assert [o["id"] for o in iter_log(run.samples)] == ["x"]
@@ -367,6 +384,8 @@ def test_well_typed_records_are_read(tmp_path: Path, record: dict) -> None:
 @pytest.mark.parametrize("record", [
     _record(id=5),
     _record(label={"kind": "best", "winner": 0}),
+    _record(label={"kind": "winner", "winner": -1}),
+    _record(label={"kind": "ranking", "ranks": ["first", 2]}),
     _record(label={"kind": "winner", "winner": 2}),  # two candidates shown: no third to win
     _record(latency_s="slow"),
     _with_trial(order=[0, 0]),
@@ -378,8 +397,8 @@ def test_well_typed_records_are_read(tmp_path: Path, record: dict) -> None:
     _with_trial(failure="meltdown"),
     _with_trial(judgements=[{"refined_prompt": 5}]),
     _with_trial(judgements=[{"prompt": ["genai-bench/verdict-t2i"]}]),
-], ids=["id", "label-kind", "winner", "latency", "order", "score-type", "score-count", "verdict", "aspect",
-        "judgement-score", "failure-kind", "refined-prompt", "prompt"])
+], ids=["id", "label-kind", "winner-negative", "ranks", "winner", "latency", "order", "score-type", "score-count",
+        "verdict", "aspect", "judgement-score", "failure-kind", "refined-prompt", "prompt"])
 def test_wrongly_typed_records_are_no_records(tmp_path: Path, record: dict) -> None:
     good = _line("x")
     run = _run_with_log(tmp_path, good, (json.dumps(record) + "\n").encode())
@@ -391,13 +410,22 @@ def test_wrongly_typed_records_are_no_records(tmp_path: Path, record: dict) -> N
 
 
 def test_fresh_start_moves_the_old_directory_aside(tmp_path: Path) -> None:
+    import datetime as dt
+
     old = RunDir(tmp_path / "run")
     old.acquire()
     old.samples.write_bytes(_line("a"))
     old.release()
+    # an earlier move in this very second (or the next) already took the plain name: the suffix -2 comes next
+    now = dt.datetime.now()
+    stamps = [(now + dt.timedelta(seconds=d)).strftime("%Y%m%d-%H%M%S") for d in (0, 1)]
+    for stamp in stamps:
+        (tmp_path / f"run.old-{stamp}").mkdir()
+    before = _open_fds()
     fresh = RunDir(tmp_path / "run", fresh=True)
     fresh.acquire()
-    assert fresh.moved_to is not None and fresh.moved_to.name.startswith("run.old-")
+    assert fresh.moved_to is not None and fresh.moved_to.name in {f"run.old-{stamp}-2" for stamp in stamps}
+    assert _open_fds() == before + 1  # the new directory's lock only: the old one's was let go
     assert (fresh.moved_to / "samples.jsonl").read_bytes() == _line("a")
     assert not fresh.samples.exists() and fresh.prepare_resume() == set()
     fresh.release()
@@ -462,15 +490,19 @@ def test_publish_dir_replaces_the_folder_whole(tmp_path: Path, monkeypatch: pyte
     (first / "a.md").write_text("1")
     (first / "old" / "deep").mkdir(parents=True)
     (first / "old" / "deep" / "x.md").write_text("x")
+    (first / "keep").mkdir()
+    (first / "keep" / "k.md").write_text("k1")
     store.publish_dir(first, dest)
-    assert _tree(dest) == {"a.md": "1", "old/deep/x.md": "x"}
+    assert _tree(dest) == {"a.md": "1", "keep/k.md": "k1", "old/deep/x.md": "x"}
     os.chmod(dest, 0o750)
     second = store.staging_dir(dest)
     (second / "a.md").write_text("2")
     (second / "new").mkdir()
     (second / "new" / "b.md").write_text("b")
+    (second / "keep").mkdir()  # a folder in both versions
+    (second / "keep" / "k.md").write_text("k2")
     store.publish_dir(second, dest)
-    assert _tree(dest) == {"a.md": "2", "new/b.md": "b"}
+    assert _tree(dest) == {"a.md": "2", "keep/k.md": "k2", "new/b.md": "b"}
     assert not (dest / "old").exists()
     assert dest.stat().st_mode & 0o777 == 0o750  # the published folder keeps the old one's permissions
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lb"]  # no staging folder left behind
