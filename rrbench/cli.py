@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rrbench.groups import Planned
 
 DEMO = {"task": "sanity", "model": "classical-iqa"}
+GENERATE_DEMO = {"task": "sanity-gen", "generator": "painter"}
 
 RUN_EPILOG = """\
 examples:
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rrbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
+    _add_generate(sub)
+    _add_export(sub)
     _add_ls(sub)
     _add_show(sub)
     _add_rescore(sub)
@@ -110,6 +113,67 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--base-url", dest="base_urls", action="append", metavar="URL",
                    help="OpenAI-compatible endpoint of the model (repeatable: replicas are load-balanced)")
     p.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key (never logged)")
+    p.add_argument("--images", metavar="DIR",
+                   help="judge existing images of a generation task: a generation run directory (rrbench generate) "
+                        "or a folder in the task's official output layout (images made anywhere)")
+    p.add_argument("--generator", help="make the generation task's images first (a generation run, resumable on "
+                                       "its own), then judge them: two run directories")
+    p.add_argument("-G", dest="generator_args", action="append", metavar="KEY=VALUE",
+                   help="generator argument (repeatable; see `rrbench ls generators NAME`)")
+
+
+GENERATE_EPILOG = """\
+examples:
+  rrbench generate                                   the embedded demo: sanity-gen x painter, offline
+  rrbench generate --task sanity-gen --generator painter -G error_rate=0.25 -T images_per_prompt=4
+  rrbench generate --task T --generator flux-dev -G path=/models/flux -G steps=28 --limit 50
+  rrbench run --task sanity-gen --images runs/sanity-gen__gen-painter__<hash> --model sanity-gen-judge
+
+A generation run lands in OUTPUT/<task>__gen-<generator>__<spec-hash>/: run.json, samples.jsonl (prompt, seeds,
+settings, image paths, failures) and images/ (each image stored once, by content). Image i of a sample is made
+from the seed f(--seed, sample id, i) alone, so batch size, --limit and resume never change an image. Running the
+same command again makes only the images that are missing or failed.
+"""
+
+
+def _add_generate(sub: Any) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="make a generation task's images with a generator (no arguments: the offline demo)",
+        description="Make the images of a text-to-image or editing task with a generator; one run directory.",
+        epilog=GENERATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--task", help="generation task (see `rrbench ls tasks`; default sanity-gen)")
+    p.add_argument("--generator", help="generator (see `rrbench ls generators`; default painter)")
+    p.add_argument("-T", dest="task_args", action="append", metavar="KEY=VALUE",
+                   help="task argument (repeatable), e.g. images_per_prompt=4")
+    p.add_argument("-G", dest="generator_args", action="append", metavar="KEY=VALUE",
+                   help="generator argument (repeatable): path, steps, guidance, width, height, dtype, lora, ...")
+    p.add_argument("--limit", type=int, help="only the first N prompts of the task (see --subset)")
+    p.add_argument("--subset", choices=("first", "random", "stratified"), help="which N prompts --limit takes")
+    p.add_argument("--seed", type=int, help="run seed: image i of a sample gets seed f(seed, sample id, i) (default 0)")
+    p.add_argument("--output", default=None, help="folder that holds run directories (default: runs/)")
+    p.add_argument("--data", help="local copy of the task's dataset in its public schema (file or folder)")
+    p.add_argument("--concurrency", type=int, default=None, help="prompts in flight at once (default 32)")
+    p.add_argument("--call-timeout", type=float, default=None, metavar="SECONDS",
+                   help="deadline of one generator call (default 600; 0 turns it off)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start fresh: an existing run directory of this spec is moved aside, not deleted")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="copy a generation run's images into the layout a benchmark's own evaluator reads",
+        description="Write a generation run's images into DIR, named as the task's official evaluator expects "
+                    "(--layout official) or as rrbench names them (--layout rrbench: <sample id>_<i>.png).",
+    )
+    p.add_argument("run_dir", help="a generation run directory (rrbench generate)")
+    p.add_argument("out", help="the folder to write (created; existing files are never overwritten)")
+    p.add_argument("--layout", choices=("official", "rrbench"), default="official",
+                   help="official (the task's own evaluator layout; rrbench's where the task has none) or rrbench")
 
 
 LS_EPILOG = """\
@@ -194,6 +258,10 @@ def _add_doctor(sub: Any) -> None:
     )
     p.add_argument("--model", help="a reward model to check (see `rrbench ls models`)")
     p.add_argument("-M", dest="model_args", action="append", metavar="KEY=VALUE", help="model argument (repeatable)")
+    p.add_argument("--generator", help="a generator to check: its extra and the weights it loads "
+                                       "(see `rrbench ls generators`)")
+    p.add_argument("-G", dest="generator_args", action="append", metavar="KEY=VALUE",
+                   help="generator argument (repeatable)")
     p.add_argument("--task", help="a task whose data to check (see `rrbench ls tasks`)")
     p.add_argument("-T", dest="task_args", action="append", metavar="KEY=VALUE", help="task argument (repeatable)")
     p.add_argument("--data", help="the local copy of the task's dataset that `run --data` would read")
@@ -266,11 +334,46 @@ def _add_report(sub: Any) -> None:
 # ---------------------------------------------------------------------------------------------------- commands
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from rrbench.session import execute
+
+    spec, output, options = _generate_spec(args, GENERATE_DEMO)
+    _preflight([spec], {})
+    return execute(_choose_subset(spec, {}, options), output, **options)
+
+
+def _generate_spec(args: argparse.Namespace, defaults: dict[str, str]) -> tuple[RunSpec, Path, dict[str, Any]]:
+    """The generation run's spec from the flags (the demo's task and generator where none is given)."""
+    task = args.task or defaults["task"]
+    generator = args.generator or defaults.get("generator")
+    if not generator:
+        raise UserError("--generator is required")
+    spec = RunSpec.from_json({
+        "task": task, "generator": generator, "task_args": parse_assignments(args.task_args, "-T"),
+        "generator_args": parse_assignments(args.generator_args, "-G"),
+        **{k: getattr(args, k) for k in ("limit", "seed", "data", "subset") if getattr(args, k) is not None},
+    })
+    options = {k: getattr(args, k) for k in ("concurrency", "no_resume", "quiet", "call_timeout")
+               if getattr(args, k, None) not in (None, False)}
+    return spec, Path(args.output or "runs"), {**options, "no_cache": True}
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rrbench.export import export
+
+    written = export(Path(args.run_dir), Path(args.out), args.layout)
+    print(f"wrote {written} images to {args.out} ({args.layout} layout)")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rrbench.groups import expand
     from rrbench.session import execute
 
+    if args.generator:
+        return _generate_then_judge(args)
     fields = _run_fields(args)
+    images = fields.pop("images", None)
     planned = expand(_split(fields.pop("task")), fields.pop("task_args", {}))  # task groups become their members
     models = _split(fields.pop("model"))
     output = Path(fields.pop("output", None) or "runs")
@@ -284,7 +387,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     chosen: dict[str, Any] = {}
     worst = 0
     for spec in specs:
-        worst = max(worst, execute(_choose_subset(spec, chosen, options), output, **options))
+        worst = max(worst, execute(_choose_subset(spec, chosen, options), output, images=images, **options))
+    return worst
+
+
+def _generate_then_judge(args: argparse.Namespace) -> int:
+    """``run --generator G --model J``: the generation run, then one judge run per model over its images."""
+    from rrbench.session import execute
+
+    if args.images:
+        raise UserError("give --images (judge existing images) or --generator (make them first), not both")
+    if not args.model:
+        raise UserError("--generator makes images for a judge: give --model too (or use rrbench generate)")
+    gen_spec, output, gen_options = _generate_spec(args, {"task": args.task or ""})
+    if not gen_spec.task:
+        raise UserError("--task is required with --generator")
+    _preflight([gen_spec], {})
+    gen_spec = _choose_subset(gen_spec, {}, gen_options)
+    code = execute(gen_spec, output, **gen_options)
+    if code != 0:
+        print("rrbench: the generation run did not complete: nothing judged", file=sys.stderr)
+        return code
+    gen_dir = output / gen_spec.dirname()
+    fields = _run_fields(args)
+    fields.pop("images", None)
+    fields.pop("generator", None)
+    fields.pop("generator_args", None)
+    output = Path(fields.pop("output", None) or "runs")
+    keys = ("concurrency", "no_resume", "cache", "no_cache", "quiet", "base_urls", "api_key_env", "call_timeout")
+    options = {k: fields.pop(k) for k in keys if k in fields}
+    worst = 0
+    for model_name in _split(fields.pop("model")):
+        spec = RunSpec.from_json({**fields, "model": model_name})
+        _preflight([spec], options)
+        worst = max(worst, execute(spec, output, images=str(gen_dir), **options))
     return worst
 
 
@@ -347,7 +483,7 @@ def _run_fields(args: argparse.Namespace) -> dict[str, Any]:
         "order": args.order, "protocol": args.protocol, "tie_policy": args.tie_policy, "subset": args.subset,
         "failure_policy": args.failure_policy, "concurrency": args.concurrency, "data": args.data,
         "call_timeout": args.call_timeout,
-        "cache": args.cache, "base_urls": args.base_urls, "api_key_env": args.api_key_env,
+        "cache": args.cache, "base_urls": args.base_urls, "api_key_env": args.api_key_env, "images": args.images,
     }
     fields.update({k: v for k, v in flags.items() if v is not None})
     for flag in ("no_resume", "no_cache", "quiet"):
@@ -472,11 +608,11 @@ def _task_summary(entry: registry.Entry) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from rrbench.record import read_run_dict
     from rrbench.runner import checked_record
-    from rrbench.store import read_json
 
     path = Path(args.run_dir)
-    record, note = checked_record(path, read_json(path / "run.json"))  # the log's numbers, not a hand-edited copy
+    record, note = checked_record(path, read_run_dict(path))  # the log's numbers, not a hand-edited copy
     print(describe_run(record, str(path)))
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -503,16 +639,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import dataclasses
 
     from rrbench.display import compare_table
-    from rrbench.store import load_results, read_json
+    from rrbench.record import read_run
+    from rrbench.store import load_results
     from rrbench.types import Protocol
 
-    record_a = read_json(Path(args.run_a) / "run.json")
+    record_a = read_run(Path(args.run_a))
     protocol = Protocol.from_json(record_a["protocol"])
     if args.tie_policy:
         if args.tie_policy not in metrics.TIE_POLICIES:
             raise UserError(f"unknown tie policy {args.tie_policy!r} (known: {', '.join(metrics.TIE_POLICIES)})")
         protocol = dataclasses.replace(protocol, tie_policy=args.tie_policy)
-    read_json(Path(args.run_b) / "run.json")  # a clear error if B is not a run directory
+    read_run(Path(args.run_b))  # a clear error if B is not a run directory
     result = metrics.paired_compare(
         load_results(Path(args.run_a)), load_results(Path(args.run_b)), protocol, seed=args.seed
     )
@@ -525,15 +662,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """Exit codes: 0 nothing would stop a run, 1 at least one FAIL, 2 a usage error (see DOCTOR_EPILOG)."""
     from rrbench import doctor
 
-    if not args.model and not args.task:
-        if args.model_args or args.task_args or args.data:
-            raise UserError("-M, -T and --data need --model or --task")
+    if args.model and args.generator:
+        raise UserError("check one of --model and --generator at a time")
+    if not args.model and not args.task and not args.generator:
+        if args.model_args or args.task_args or args.data or args.generator_args:
+            raise UserError("-M, -G, -T and --data need --model, --generator or --task")
         sections = [("environment", list(doctor.environment_checks()))]
     else:
         target = doctor.doctor_target(
             args.task, parse_assignments(args.task_args, "-T"), args.model, parse_assignments(args.model_args, "-M"),
-            {"base_urls": args.base_urls, "api_key_env": args.api_key_env}, args.data)
-        what = " on ".join(n for n in (args.model, args.task) if n)
+            {"base_urls": args.base_urls, "api_key_env": args.api_key_env}, args.data,
+            generator=args.generator, generator_args=parse_assignments(args.generator_args, "-G"))
+        what = " on ".join(n for n in (args.model or args.generator, args.task) if n)
         sections = [(title if title != "needed" else f"needed by {what}", checks)
                     for title, checks in target.sections(Path(args.output or "runs"))]
     checks = [c for _, section in sections for c in section]
@@ -563,7 +703,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from rrbench.leaderboard.report import write_report
+    from rrbench.report.page import write_report
 
     out = write_report(Path(args.run_dir), Path(args.out) if args.out else None, data=args.data,
                        limit=args.limit, thumb=args.thumb)
@@ -574,6 +714,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare,
     "doctor": cmd_doctor, "leaderboard": cmd_leaderboard, "report": cmd_report, "runs": cmd_runs,
+    "generate": cmd_generate, "export": cmd_export,
 }
 
 

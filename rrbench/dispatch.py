@@ -23,13 +23,16 @@ import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from rrbench.models._base import RewardModel
 from rrbench.store import ResponseCache
 from rrbench.types import DataError, FailureKind, Judgement, Query
 
-Call = Callable[[Sequence[Query]], Awaitable[list[Judgement]]]
+Q = TypeVar("Q")  # a request: a Query to a model, an ImageRequest to a generator
+A = TypeVar("A")  # its answer: a Judgement, a Generated image
+Call = Callable[[Sequence[Q]], Awaitable[list[A]]]
 DEFAULT_CALL_TIMEOUT_S = 600.0  # in-process models (synchronous score/compare): the longest one call may take
 
 
@@ -62,7 +65,7 @@ def _being_cancelled() -> bool:
     return cancelling is None or bool(cancelling())  # Python 3.10 cannot tell: treat it as ours
 
 
-async def guarded(call: Call, queries: Sequence[Query]) -> list[Judgement]:
+async def guarded(call: Call[Q, A], queries: Sequence[Q]) -> list[A]:
     """``call(queries)`` with whatever it raises turned into an ordinary exception (see the classes above)."""
     try:
         return await call(queries)
@@ -78,19 +81,36 @@ async def guarded(call: Call, queries: Sequence[Query]) -> list[Judgement]:
         raise _Raised(exc) from exc
 
 
-class Batcher:
-    """Collects queries and runs them in batches of up to ``batch_size``, at most ``workers`` batches at a time.
+@dataclass(frozen=True)
+class Answers(Generic[A]):
+    """What a batcher's calls answer: the type (a plug-in may return anything else), how one answer says a failure,
+    and what is done to each answer that arrived (``latency`` is the call's time per request)."""
+
+    type: type[A]
+    failed: Callable[[FailureKind, str], A]
+    finish: Callable[[A, float], A]
+
+
+def _finished_judgement(answer: Judgement, latency: float) -> Judgement:
+    answer = finite(answer)
+    return answer if answer.latency_s is not None else dataclasses.replace(answer, latency_s=latency)
+
+
+class Batcher(Generic[Q, A]):
+    """Collects requests and runs them in batches of up to ``batch_size``, at most ``workers`` batches at a time.
 
     A batch is taken when a worker slot frees up, so batches grow by themselves while the model is busy and
-    nothing waits on a timer when it is idle.
+    nothing waits on a timer when it is idle. ``answers`` says what the calls return (judgements by default).
     """
 
-    def __init__(self, call: Call, batch_size: int, workers: int, *, call_timeout_s: float | None = None,
-                 on_interrupt: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(self, call: Call[Q, A], batch_size: int, workers: int, *, call_timeout_s: float | None = None,
+                 on_interrupt: Callable[[BaseException], None] | None = None,
+                 answers: Answers[A] | None = None) -> None:
         self._call = call
+        self._answers: Answers[A] = answers or Answers(Judgement, Judgement.failed, _finished_judgement)  # type: ignore[arg-type]
         self._batch_size = max(1, batch_size)
         self._slots = asyncio.Semaphore(max(1, workers))
-        self._pending: list[tuple[Query, asyncio.Future[Judgement]]] = []
+        self._pending: list[tuple[Q, asyncio.Future[A]]] = []
         self._nonempty = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -100,10 +120,10 @@ class Batcher:
         self.calls = 0  # queries sent to the model
         self.abandoned = 0  # calls left running past their deadline
 
-    async def submit(self, query: Query) -> Judgement:
+    async def submit(self, query: Q) -> A:
         if self._pump_task is None:
             self._pump_task = asyncio.create_task(self._pump())
-        future: asyncio.Future[Judgement] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[A] = asyncio.get_running_loop().create_future()
         self._pending.append((query, future))
         self._nonempty.set()
         return await future
@@ -125,7 +145,7 @@ class Batcher:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run(self, batch: list[tuple[Query, asyncio.Future[Judgement]]]) -> None:
+    async def _run(self, batch: list[tuple[Q, asyncio.Future[A]]]) -> None:
         try:
             queries = [q for q, _ in batch]
             self.calls += len(queries)
@@ -142,29 +162,28 @@ class Batcher:
             self._slots.release()
             for _, future in batch:  # whatever ended this call, nobody waits for its answers forever
                 if not future.done():
-                    future.set_result(Judgement.failed(FailureKind.ERROR, "the model call ended without an answer"))
+                    future.set_result(self._answers.failed(FailureKind.ERROR, "the model call ended without an answer"))
 
-    async def _answer(self, queries: list[Query]) -> list[Judgement]:
+    async def _answer(self, queries: list[Q]) -> list[A]:
         start = time.perf_counter()
         try:
-            answers = _checked(await self._timed(queries), len(queries))
+            answers = _checked(await self._timed(queries), len(queries), self._answers.type)
         except asyncio.CancelledError:
             raise
         except ModelInterrupt:
             raise
         except CallTimeout as exc:
             # Not split and retried one by one like other failures: a hung model would hang once per query.
-            return [Judgement.failed(FailureKind.TIMEOUT, str(exc)) for _ in queries]
+            return [self._answers.failed(FailureKind.TIMEOUT, str(exc)) for _ in queries]
         except Exception as exc:
             if len(queries) > 1:
                 # One broken sample must not fail its batch-mates: retry them one by one.
                 return [(await self._answer([q]))[0] for q in queries]
-            return [_failure_from(exc)]
+            return [self._answers.failed(*_failure_from(exc))]
         latency = (time.perf_counter() - start) / len(queries)
-        answers = [finite(a) for a in answers]
-        return [a if a.latency_s is not None else dataclasses.replace(a, latency_s=latency) for a in answers]
+        return [self._answers.finish(a, latency) for a in answers]
 
-    async def _timed(self, queries: list[Query]) -> list[Judgement]:
+    async def _timed(self, queries: list[Q]) -> list[A]:
         if self._deadline is None:
             return await guarded(self._call, queries)
         call = asyncio.ensure_future(guarded(self._call, queries))
@@ -206,15 +225,16 @@ class Batcher:
             call.cancel()
 
 
-def _checked(answers: Any, n: int) -> list[Judgement]:
-    """The model's answers, if they are what the interface promises: one Judgement per query."""
+def _checked(answers: Any, n: int, kind: type[A]) -> list[A]:
+    """The plug-in's answers, if they are what the interface promises: one answer of the right type per request."""
+    what = "judgements" if kind is Judgement else f"{kind.__name__}s"
     if not isinstance(answers, list | tuple):
-        raise TypeError(f"the model returned {type(answers).__name__}, not a list of judgements")
+        raise TypeError(f"the model returned {type(answers).__name__}, not a list of {what}")
     if len(answers) != n:
-        raise RuntimeError(f"model returned {len(answers)} judgements for {n} queries")
-    wrong = next((a for a in answers if not isinstance(a, Judgement)), None)
+        raise RuntimeError(f"model returned {len(answers)} {what} for {n} queries")
+    wrong = next((a for a in answers if not isinstance(a, kind)), None)
     if wrong is not None:
-        raise TypeError(f"the model returned a {type(wrong).__name__} where a Judgement belongs")
+        raise TypeError(f"the model returned a {type(wrong).__name__} where a {kind.__name__} belongs")
     return list(answers)
 
 
@@ -270,13 +290,13 @@ def finite(judgement: Judgement) -> Judgement:
                                failure_detail=f"the model returned a non-finite score ({bad[0]!r})")
 
 
-def _failure_from(exc: Exception) -> Judgement:
+def _failure_from(exc: Exception) -> tuple[FailureKind, str]:
     if isinstance(exc, _Raised):
         exc_shown: BaseException = exc.original
     else:
         exc_shown = exc
     kind = FailureKind.DATA if isinstance(exc_shown, DataError) else FailureKind.ERROR
-    return Judgement.failed(kind, describe_exception(exc_shown)[:2000])
+    return kind, describe_exception(exc_shown)[:2000]
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -24,10 +24,24 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
-def ci(m: Mapping[str, Any]) -> str:
+def number(m: Mapping[str, Any], key: str = "value", sign: bool = False) -> str:
+    """A metric row's value (or CI bound): a fraction as a percentage (``sign`` adds the %), a score on the judge's
+    own scale (``scale = "score"``, rrbench.metrics) as it is."""
+    value = m.get(key)
+    if m.get("scale", "fraction") == "fraction":
+        return pct(value) + ("%" if sign and value is not None else "")
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _mixed(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Some row is a score, not a fraction: the value column cannot say "%" in its header."""
+    return any(m.get("scale", "fraction") != "fraction" for m in rows)
+
+
+def ci(m: Mapping[str, Any], sign: bool = False) -> str:
     if m.get("ci_low") is None or m.get("ci_high") is None:
         return ""
-    return f"[{pct(m['ci_low'])}, {pct(m['ci_high'])}]"
+    return f"[{number(m, 'ci_low', sign)}, {number(m, 'ci_high', sign)}]"
 
 
 def _extra(m: Mapping[str, Any]) -> str:
@@ -63,14 +77,14 @@ def _units_differ(metric_rows: Sequence[Mapping[str, Any]]) -> bool:
 
 
 def metrics_table(metric_rows: Sequence[Mapping[str, Any]]) -> str:
-    with_units = _units_differ(metric_rows)
+    with_units, sign = _units_differ(metric_rows), _mixed(metric_rows)
     rows = [
         (
             m["metric"],
             m.get("tie_policy") or "",
             "excluded" if m["failure_policy"] == "excluded" else "as wrong",
-            pct(m["value"]),
-            ci(m),
+            number(m, sign=sign),
+            ci(m, sign),
             ci_method(m),
             *_counts(m, with_units),
             _extra(m),
@@ -78,15 +92,17 @@ def metrics_table(metric_rows: Sequence[Mapping[str, Any]]) -> str:
         for m in metric_rows
     ]
     counts = ("n", "units") if with_units else ("n",)
-    return table(rows, ("metric", "ties", "failures", "value %", "95% CI", "CI method", *counts, "notes"))
+    value = "value" if sign else "value %"
+    return table(rows, ("metric", "ties", "failures", value, "95% CI", "CI method", *counts, "notes"))
 
 
 def category_table(by_category: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     shown = [(c, m) for c in sorted(by_category) for m in by_category[c] if m["failure_policy"] == "excluded"]
-    with_units = _units_differ([m for _, m in shown])
-    rows = [(c, m["metric"], pct(m["value"]), ci(m), ci_method(m), *_counts(m, with_units)) for c, m in shown]
+    with_units, sign = _units_differ([m for _, m in shown]), _mixed([m for _, m in shown])
+    rows = [(c, m["metric"], number(m, sign=sign), ci(m, sign), ci_method(m), *_counts(m, with_units))
+            for c, m in shown]
     counts = ("n", "units") if with_units else ("n",)
-    return table(rows, ("category", "metric", "value %", "95% CI", "CI method", *counts))
+    return table(rows, ("category", "metric", "value" if sign else "value %", "95% CI", "CI method", *counts))
 
 
 def coverage_line(counts: Mapping[str, Any]) -> str:
@@ -115,11 +131,16 @@ def _rate(rate: Rate) -> str:
     return f"{pct(rate.value)}% of {rate.n}" if rate.value is not None else f"n/a of {rate.n}"
 
 
+def maker_of(spec: Mapping[str, Any]) -> str:
+    """The judge of a run, or ``generator G`` for a generation run."""
+    return str(spec["model"]) if spec.get("model") else f"generator {spec.get('generator')}"
+
+
 def describe_run(record: Mapping[str, Any], path: str) -> str:
     spec = record["spec"]
     protocol = record.get("protocol", {})
     head = (
-        f"{spec['task']} (v{record.get('task', {}).get('version', '?')}) x {spec['model']}   "
+        f"{spec['task']} (v{record.get('task', {}).get('version', '?')}) x {maker_of(spec)}   "
         f"protocol {protocol.get('id')} (order {protocol.get('order')}, mode {protocol.get('mode')})   "
         f"status {record.get('status')}"
     )
@@ -131,14 +152,17 @@ def describe_run(record: Mapping[str, Any], path: str) -> str:
     metrics = record.get("metrics") or {}
     if metrics.get("overall"):
         parts += [metrics_table(metrics["overall"]), ""]
-    if metrics.get("by_category"):
+    if any((metrics.get("by_category") or {}).values()):
         parts += ["per category (failures excluded):", category_table(metrics["by_category"]), ""]
     if "counts" in record:
         parts.append(coverage_line(record["counts"]))
     if protocol.get("order") == "both" and (bias := position_bias_line(Path(path))):
         parts.append(bias)
     stats = record.get("stats")
-    if stats:
+    if stats and not spec.get("model"):  # a generation run: its calls make images, its "hits" were made before
+        parts.append(f"this session: {stats['new_samples']} new samples, {stats['model_calls']} images made, "
+                     f"{stats['cache_hits']} found already made, {stats['wall_s']} s")
+    elif stats:
         parts.append(
             f"this session: {stats['new_samples']} new samples, {stats['model_calls']} model calls, "
             f"{stats['cache_hits']} cache hits, {stats['wall_s']} s"
@@ -147,6 +171,10 @@ def describe_run(record: Mapping[str, Any], path: str) -> str:
         parts.append(f"error: {record['error']}")
     if record.get("source_run"):
         parts.append(f"rescored from: {record['source_run']}")
+    source = record.get("source")
+    if isinstance(source, Mapping):
+        parts.append(f"images from: {source.get('path')} ({source.get('kind')})")
+        parts += [f"note: {problem}" for problem in source.get("problems", [])]
     return "\n".join(parts)
 
 

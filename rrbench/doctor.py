@@ -230,8 +230,8 @@ def model_checks(model: Any, generation: str | None = None, network: bool = True
             params = inspect.signature(checks).parameters
             kwargs = {k: v for k, v in (("generation", generation), ("network", network)) if k in params}
             return list(checks(**kwargs))
-        if callable(needs):
-            return [need.check() for need in needs()]
+        if callable(needs) and (declared := list(needs())):
+            return [need.check() for need in declared]
     except Exception as exc:  # a model plug-in's own bug: said as a check, never a traceback
         return [Check("FAIL", f"model {model.name}", f"its checks failed: {type(exc).__name__}: {exc}")]
     return [Check("ok", f"model {model.name}", "loads no files")]
@@ -298,7 +298,7 @@ class Target:
     """What one doctor report or one run start checks: a task (built), a model (built, with its entry), data."""
 
     task: Task | None = None
-    model: Any = None
+    model: Any = None  # the reward model, or the generator
     entry: Entry | None = None
     data: str | None = None
 
@@ -315,16 +315,18 @@ class Target:
             out.append((f"task {self.task.name}", [c for c in data if not c.name.startswith("extra [")]))
         if self.model is not None:
             generation = self.task.generation if self.task is not None else None
-            out.append((f"model {self.model.name}", model_checks(self.model, generation)))
+            kind = self.entry.kind if self.entry is not None else "model"
+            out.append((f"{kind} {self.model.name}", model_checks(self.model, generation)))
         if runs is not None:
             out.append(("folders", list(folder_checks(runs))))
         return out
 
 
 def doctor_target(task: str | None, task_args: Mapping[str, Any], model: str | None,
-                  model_args: Mapping[str, Any], runtime: Mapping[str, Any], data: str | None) -> Target:
-    """The task and model of `rrbench doctor --task T --model M`, built as a run builds them (a bad name or
-    argument is a usage error, not a check)."""
+                  model_args: Mapping[str, Any], runtime: Mapping[str, Any], data: str | None, *,
+                  generator: str | None = None, generator_args: Mapping[str, Any] | None = None) -> Target:
+    """The task and model (or generator) of `rrbench doctor --task T --model M`, built as a run builds them (a bad
+    name or argument is a usage error, not a check)."""
     from rrbench import registry
 
     target = Target(data=data)
@@ -333,6 +335,11 @@ def doctor_target(task: str | None, task_args: Mapping[str, Any], model: str | N
     if model:
         target.entry = registry.get("model", model)
         target.model = _build_model(target.entry, model_args, runtime)
+    if generator:
+        target.entry = registry.get("generator", generator)
+        target.model = target.entry.build(**(generator_args or {}))
+        if target.task is not None:
+            target.model.check_kind(target.task.generation)
     return target
 
 
@@ -359,7 +366,7 @@ def preflight(specs: Sequence[RunSpec], runtime: Mapping[str, Any]) -> None:
         key = json.dumps([spec.task, dict(spec.task_args), spec.data], sort_keys=True, default=str)
         if key not in data_seen:
             data_seen[key] = data_checks(task, spec.data)
-        entry = registry.get("model", spec.model)
+        entry = registry.get("generator" if spec.generator else "model", spec.generator or spec.model or "")
         checks = [*(extra_check(e, required=True) for e in model_extras(model, entry)), *data_seen[key],
                   *model_checks(model, task.generation, network=False)]
         problems += [c for c in checks if c.status == "FAIL" and c not in problems]
@@ -369,6 +376,6 @@ def preflight(specs: Sequence[RunSpec], runtime: Mapping[str, Any]) -> None:
     if len(problems) == 1:
         check = problems[0]
         raise UserError(check.detail + (f" -> {check.fix}" if check.fix else ""))
-    what = specs[0].task + " x " + specs[0].model if len(specs) == 1 else f"these {len(specs)} runs"
+    what = f"{specs[0].task} x {specs[0].maker}" if len(specs) == 1 else f"these {len(specs)} runs"
     items = "; ".join(f"({i}) {c.problem()}" for i, c in enumerate(problems, 1))
     raise UserError(f"{len(problems)} things stop {what}: {items}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from rrbench import registry
 from rrbench.datarecord import data_status
-from rrbench.display import ci, pct, table
+from rrbench.display import ci, number, table
 from rrbench.types import UserError
 
 
@@ -85,16 +85,16 @@ def _summary_row(done: Done) -> tuple[str, ...]:
     shown_data = f"partial: {data.count()}" if data.partial else "full"
     if metric is None:
         return (label, done.model, str(record.get("status")), "", "n/a", "", str(n), shown_data, str(done.run_dir))
-    return (label, done.model, str(record.get("status")), str(metric["metric"]), pct(metric.get("value")),
+    return (label, done.model, str(record.get("status")), str(metric["metric"]), number(metric),
             ci(metric), str(n), shown_data, str(done.run_dir))
 
 
 def _record(run_dir: Path | None) -> dict[str, Any] | None:
-    from rrbench.store import read_json
+    from rrbench.record import read_run_dict
 
     if run_dir is None or not (run_dir / "run.json").is_file():
         return None
-    return read_json(run_dir / "run.json")
+    return read_run_dict(run_dir)
 
 
 def _headline(record: Mapping[str, Any]) -> Mapping[str, Any] | None:

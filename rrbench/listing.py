@@ -22,7 +22,7 @@ from typing import Any
 
 from rrbench import registry
 from rrbench.datarecord import data_status
-from rrbench.display import ci, pct, table
+from rrbench.display import ci, number, table
 from rrbench.types import Protocol, UserError
 
 RUNTIME_ARGS = {"base_urls": "--base-url", "api_key_env": "--api-key-env"}  # model arguments given as flags
@@ -70,12 +70,20 @@ def describe_task(entry: registry.Entry) -> str:
     info = task.info
     lines += ["", f"version {task.version}, kind {task.kind.value}, generation {task.generation}, "
                   f"size {'unknown' if size is None else f'{size:,} samples'}"]
-    lines += ["", "protocols (--protocol NAME; --tie-policy, --failure-policy and --order override one field):"]
-    lines.append(_protocol(task.protocol, default=True))
-    lines += [_protocol(p, default=False) for p in task.alternatives.values()]
+    if task.generative:  # no labels, so no tie policy; images come from a generator or a folder
+        lines += ["", f"{task.images_per_prompt} image(s) per prompt (-T images_per_prompt where the task takes it); "
+                      f"make them with `rrbench generate --task {task.name} --generator G`, judge them with "
+                      f"`rrbench run --task {task.name} --images DIR --model J`",
+                  f"protocol {task.protocol.id}: mode {task.protocol.mode}, failures {task.protocol.failure_policy}, "
+                  f"metrics {', '.join(task.protocol.metrics)}"]
+    else:
+        lines += ["", "protocols (--protocol NAME; --tie-policy, --failure-policy and --order override one field):"]
+        lines.append(_protocol(task.protocol, default=True))
+        lines += [_protocol(p, default=False) for p in task.alternatives.values()]
     lines += ["", f"data: {info.dataset or 'not recorded'}",
-              f"  revision: {info.revision or 'not pinned (run.json records the commit a run read)'}",
-              "  a local copy in the dataset's public schema: --data PATH (file or folder)"]
+              f"  revision: {info.revision or 'not pinned (run.json records the commit a run read)'}"]
+    if info.revision or info.size:
+        lines.append("  a local copy in the dataset's public schema: --data PATH (file or folder)")
     for key in ("license", "paper", "homepage"):
         if getattr(info, key):
             lines.append(f"{key}: {getattr(info, key)}")
@@ -143,12 +151,12 @@ def _files(model: Any) -> list[str]:
 
 def runs_table(paths: Sequence[Path]) -> str:
     from rrbench.leaderboard.collect import find_run_dirs
-    from rrbench.store import read_json
+    from rrbench.record import read_run_dict
 
     rows: list[tuple[str, ...]] = []
     for run_dir in find_run_dirs(paths):
         try:
-            record = read_json(run_dir / "run.json")
+            record = read_run_dict(run_dir)
         except UserError as exc:
             rows.append(("", "", "", "unreadable", "", str(exc), "", str(run_dir)))
             continue
@@ -196,6 +204,6 @@ def headline(record: Mapping[str, Any]) -> str:
     policy = protocol.get("failure_policy") or "excluded"
     for m in (record.get("metrics") or {}).get("overall") or ():
         if names and m.get("metric") == names[0] and m.get("failure_policy") == policy:
-            shown = f"{m['metric']} {pct(m.get('value'))}"
+            shown = f"{m['metric']} {number(m)}"
             return f"{shown} {ci(m)}".strip() + ("" if policy == "excluded" else " (failures wrong)")
     return "n/a"

@@ -55,7 +55,7 @@ class Entry:
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(self.factory).parameters.values())
         unknown = sorted(set(kwargs) - set(params))
         if unknown and not accepts_any:
-            flag = "-T" if self.kind == "task" else "-M"
+            flag = {"task": "-T", "generator": "-G"}.get(self.kind, "-M")
             known = ", ".join(params) or "none"
             raise UserError(f"{self.kind} '{self.name}' has no argument {unknown[0]!r} ({flag}; accepts: {known})")
         return self.factory(**kwargs)

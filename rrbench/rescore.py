@@ -22,6 +22,7 @@ from typing import Any
 from rrbench import metrics
 from rrbench.models import _rationalrewards_format as rr
 from rrbench.protocols import pairwise
+from rrbench.record import read_run_dict, write_run
 from rrbench.runner import expected_of, integrity, now_iso, summarize, trial_credit
 from rrbench.spec import RunSpec
 from rrbench.store import (
@@ -29,10 +30,8 @@ from rrbench.store import (
     dumps_record,
     load_results,
     publish_dir,
-    read_json,
     staging_dir,
     write_error,
-    write_json_atomic,
 )
 from rrbench.types import Judgement, Protocol, SampleResult, TaskKind, Trial, UserError
 
@@ -48,7 +47,7 @@ def rescore(
     na: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     src = src.resolve()  # `rescore .` names the run by its own name, and its output goes beside it, not inside
-    record = read_json(src / "run.json")
+    record = read_run_dict(src)
     if not isinstance(record.get("protocol"), dict) or not isinstance(record.get("spec"), dict):
         raise UserError(f"{src} has no protocol to rescore (the run stopped before judging anything)")
     protocol = _override(Protocol.from_json(record["protocol"]), tie_policy, failure_policy, aggregation, na)
@@ -96,7 +95,7 @@ def _write(out: Path, results: list[SampleResult], record: dict[str, Any]) -> No
             fh.flush()
             os.fsync(fh.fileno())
         record["integrity"] = integrity(record, log)
-        write_json_atomic(staged / "run.json", record)
+        write_run(staged, record)
         publish_dir(staged, out)
     except OSError as exc:
         raise write_error(out, exc) from None

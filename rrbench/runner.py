@@ -33,10 +33,16 @@ from typing import Any
 from rrbench import metrics, provenance, subset
 from rrbench.datarecord import ContentFingerprint, data_record
 from rrbench.dispatch import DaemonThreads, Dispatcher, ModelInterrupt, _being_cancelled, describe_exception
-from rrbench.models import _rationalrewards_format as rr
+from rrbench.generators._base import Generator
+from rrbench.generators._pool import GeneratorPool
 from rrbench.models._base import RewardModel
 from rrbench.progress import Progress
 from rrbench.protocols import pairwise
+from rrbench.protocols._base import SampleStep
+from rrbench.protocols.generate import GenerateStep
+from rrbench.protocols.judge_images import ImageSource, JudgeImagesStep
+from rrbench.protocols.pairwise import protocol_scores, trial_credit  # noqa: F401  (their home before protocols/)
+from rrbench.record import write_run
 from rrbench.spec import SCHEMA_VERSION, RunSpec
 from rrbench.store import (
     SAMPLES,
@@ -45,14 +51,12 @@ from rrbench.store import (
     load_results,
     log_digest,
     read_json,
-    write_json_atomic,
 )
 from rrbench.types import (
     DataError,
     FailureKind,
     Judgement,
     Label,
-    LabelKind,
     Protocol,
     Sample,
     SampleResult,
@@ -63,6 +67,7 @@ from rrbench.types import (
 )
 
 DEFAULT_CONCURRENCY = 32
+GENERATE_PROTOCOL = Protocol(id="generate", mode="generate", metrics=())
 ABORT_AFTER_ERRORS = 20  # consecutive model errors with no success before the run stops (a broken set-up)
 
 
@@ -148,13 +153,15 @@ def resolve_protocol(task: Task, spec: RunSpec) -> Protocol:
 class Runner:
     spec: RunSpec
     task: Task
-    model: RewardModel
+    model: RewardModel | None  # the judge; None in a generation run
     run_dir: RunDir
     cache: ResponseCache
     concurrency: int = DEFAULT_CONCURRENCY
     resume: bool = True
     progress_enabled: bool = True
     call_timeout_s: float | None = None  # a model call's deadline (dispatch.Dispatcher); None: the default, 0: off
+    generator: Generator | None = None  # a generation run's generator
+    source: ImageSource | None = None  # the images a judge run judges (a generation run, or a folder)
     protocol: Protocol = field(init=False)
     _stop: asyncio.Event = field(init=False)
     _errors_in_a_row: int = 0
@@ -167,8 +174,9 @@ class Runner:
     def __post_init__(self) -> None:
         if self.call_timeout_s is not None and not (self.call_timeout_s >= 0 and self.call_timeout_s < float("inf")):
             raise UserError(f"--call-timeout must be a number of seconds (0 turns it off), not {self.call_timeout_s}")
-        protocol = resolve_protocol(self.task, self.spec)
-        if protocol.mode == "auto" and self.task.kind in (TaskKind.PAIR, TaskKind.GROUP):
+        # A generation run makes images and scores nothing: its protocol is the making, with no metric.
+        protocol = GENERATE_PROTOCOL if self.generator is not None else resolve_protocol(self.task, self.spec)
+        if protocol.mode == "auto" and self.task.kind in (TaskKind.PAIR, TaskKind.GROUP) and self.model is not None:
             # Recorded as resolved, so run.json says how the model was actually asked.
             protocol = dataclasses.replace(protocol, mode=pairwise.resolve_mode("auto", self.model, 2))
         self.protocol = protocol
@@ -195,14 +203,13 @@ class Runner:
 
     async def _run_locked(self) -> Outcome:
         record = self._initial_record()
-        with plugin_call(f"model '{self.spec.model}' is not usable"):
-            dispatcher = Dispatcher(self.model, self.cache, call_timeout_s=self.call_timeout_s,
-                                    on_interrupt=self._plugin_interrupt)
+        dispatcher = self._dispatcher()
+        self.step = self._step(dispatcher)
         done = self.run_dir.prepare_resume() if self.resume else set()
         self.run_dir.open_log()
-        write_json_atomic(self.run_dir.run_json, record)
+        write_run(self.run_dir.path, record)
         total = self._total()
-        progress = Progress(total, f"{self.spec.task} x {self.spec.model}", already=len(done),
+        progress = Progress(total, f"{self.spec.task} x {self.spec.maker}", already=len(done),
                             enabled=self.progress_enabled)
         status, new, started = "complete", 0, time.perf_counter()
         error: BaseException | None = None
@@ -227,7 +234,7 @@ class Runner:
         new = progress.done  # samples recorded this session: those Ctrl-C cancelled in flight are not counted
         try:
             record = self._final_record(record, status, dispatcher, new, time.perf_counter() - started)
-            write_json_atomic(self.run_dir.run_json, record)
+            write_run(self.run_dir.path, record)
         except Exception:
             if error is None:
                 raise
@@ -239,7 +246,33 @@ class Runner:
         return Outcome(self.run_dir.path, record["status"], record, new, dispatcher.model_calls,
                        dispatcher.cache_hits)
 
+    def _dispatcher(self) -> Dispatcher | GeneratorPool:
+        """The door to what answers this run's requests: the judge (cache, batches) or the generator."""
+        if self.generator is not None:
+            with plugin_call(f"generator '{self.spec.generator}' is not usable"):
+                return GeneratorPool(self.generator, call_timeout_s=self.call_timeout_s,
+                                     on_interrupt=self._plugin_interrupt)
+        assert self.model is not None
+        with plugin_call(f"model '{self.spec.model}' is not usable"):
+            return Dispatcher(self.model, self.cache, call_timeout_s=self.call_timeout_s,
+                              on_interrupt=self._plugin_interrupt)
+
+    def _step(self, door: Dispatcher | GeneratorPool) -> SampleStep:
+        """The protocol's per-sample step for this run."""
+        if isinstance(door, GeneratorPool):
+            return GenerateStep(self.task, self.spec.seed, door, self.run_dir.path)
+        assert self.model is not None
+        if self.task.generative:
+            if self.source is None:
+                raise UserError(f"task '{self.task.name}' judges generated images: give --images or --generator")
+            return JudgeImagesStep(self.task, self.protocol, door, self.source)
+        return pairwise.PairwiseStep(self.task, self.protocol, self.model, door, self.spec.seed)
+
     async def _close_model(self) -> None:
+        if self.generator is not None:
+            await self._close_generator()
+            return
+        assert self.model is not None
         try:
             await self.model.aclose()
         except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
@@ -247,9 +280,21 @@ class Runner:
         except BaseException as exc:  # the samples are recorded: a plug-in's failing clean-up costs nothing more
             print(f"warning: {plugin_error(f'model {self.spec.model!r} failed to close', exc)}", file=sys.stderr)
 
+    async def _close_generator(self) -> None:
+        assert self.generator is not None
+        try:
+            await asyncio.to_thread(self.generator.close)
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            raise
+        except BaseException as exc:
+            print(f"warning: {plugin_error(f'generator {self.spec.generator!r} failed to close', exc)}",
+                  file=sys.stderr)
+
     async def _start_model(self) -> bool:
         """Load weights or start a server; Ctrl-C during a minutes-long start stops at once. False if stopped."""
-        self.model.workdir = self.run_dir.path
+        maker = self.generator if self.generator is not None else self.model
+        assert maker is not None
+        maker.workdir = self.run_dir.path
         start = asyncio.ensure_future(self._guarded_start())
         stop = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -268,6 +313,12 @@ class Runner:
 
     async def _guarded_start(self) -> None:
         try:
+            if self.generator is not None:
+                self.generator.check_kind(self.task.generation)
+                with plugin_call(f"generator '{self.spec.generator}' failed to start"):
+                    await asyncio.to_thread(self.generator.start)
+                return
+            assert self.model is not None
             with plugin_call(f"model '{self.spec.model}' failed to start"):
                 await self.model.astart(self.task.generation)
         except (KeyboardInterrupt, SystemExit) as exc:  # escaping the task, either would stop the event loop
@@ -351,7 +402,7 @@ class Runner:
             label = Label.unknown(_escaped(original if isinstance(original, str) else repr(original)))
             self._fingerprint.add(dataclasses.replace(sample, id=_escaped(sample.id), label=label))
 
-    async def _feed(self, dispatcher: Dispatcher, done: set[str], progress: Progress) -> int:
+    async def _feed(self, dispatcher: Dispatcher | GeneratorPool, done: set[str], progress: Progress) -> int:
         slots = self._slots = asyncio.Semaphore(max(1, self.concurrency))
         in_flight: set[asyncio.Task[None]] = set()
         seen: set[str] = set()
@@ -372,13 +423,15 @@ class Runner:
                     break
                 seen.add(sample.id)
                 self._add_fingerprint(sample)  # ids and label strings only: what the data record hashes
+                if self.source is not None:
+                    self.source.seen(sample, self.task.images_per_prompt)  # done ones too: which files are whose
                 if sample.id in done:
                     continue
                 await slots.acquire()
                 if self._stop.is_set():
                     slots.release()
                     break
-                task = asyncio.create_task(self._one(sample, dispatcher, progress))
+                task = asyncio.create_task(self._one(sample, progress))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
                 task.add_done_callback(lambda _: slots.release())
@@ -408,14 +461,10 @@ class Runner:
                     raise exc
 
     # ------------------------------------------------------------------------------------------------ one sample
-    async def _one(self, sample: Sample, dispatcher: Dispatcher, progress: Progress) -> None:
+    async def _one(self, sample: Sample, progress: Progress) -> None:
         start = time.perf_counter()
         try:
-            if sample.label.kind is LabelKind.UNKNOWN:
-                result = self._result(sample, (), "unknown_label", start)
-            else:
-                trials = await self._judge(sample, dispatcher)
-                result = self._result(sample, trials, None, start)
+            result = await self.step.run(sample)
         except asyncio.CancelledError:
             if self._stop.is_set() or _being_cancelled():
                 raise  # Ctrl-C, or the run ends: the sample was in flight, not failed
@@ -445,37 +494,6 @@ class Runner:
             if self._slots is not None:
                 self._slots.release()
 
-    async def _judge(self, sample: Sample, dispatcher: Dispatcher) -> tuple[Trial, ...]:
-        n = len(sample.candidates)
-        mode = pairwise.resolve_mode(self.protocol.mode, self.model, n)
-        orders = pairwise.trial_orders(n, self.protocol.order, self.spec.seed, sample.id)
-        task = self.task
-        plans = [(order, pairwise.plan(sample, mode, order, task.generation, task.judge_prompt, task.prompt_vars))
-                 for order in orders]
-        # Identical requests within a sample (pointwise scoring in both orders) are sent once.
-        unique = {(r.op, r.query.key): r for _, requests in plans for r in requests}
-        answers = await asyncio.gather(*(dispatcher.submit(r.op, r.query) for r in unique.values()))
-        answers = [protocol_scores(a, self.protocol, self.model) for a in answers]
-        by_key = dict(zip(unique, answers, strict=True))
-        return tuple(
-            pairwise.assemble(order, mode, [by_key[(r.op, r.query.key)] for r in requests]) for order, requests in plans
-        )
-
-    def _result(self, sample: Sample, trials: tuple[Trial, ...], skipped: str | None, start: float) -> SampleResult:
-        correct = tuple(self._credit(sample, t) for t in trials)
-        return SampleResult(
-            sample_id=sample.id,
-            label=sample.label,
-            trials=trials,
-            meta=sample.meta,
-            skipped=skipped,
-            correct=correct,
-            latency_s=time.perf_counter() - start,
-            prompt=sample.prompt,
-            candidates=tuple(m.to_json() for m in sample.candidates),
-            source=tuple(m.to_json() for m in sample.source),
-        )
-
     def _failed(self, sample: Sample, exc: BaseException, start: float) -> SampleResult:
         """The record of a sample whose step raised: a ``data`` failure for its own data (a DataError, text that
         cannot be encoded), else ``error``; its fields are kept where they can be written."""
@@ -499,9 +517,6 @@ class Runner:
             candidates=candidates,
             source=source,
         )
-
-    def _credit(self, sample: Sample, trial: Trial) -> float | None:
-        return trial_credit(sample.label, trial, self.task.kind, self.protocol.tie_policy, sample.meta)
 
     def _watch_errors(self, result: SampleResult) -> None:
         failure = result.failure
@@ -531,7 +546,7 @@ class Runner:
         previous: dict[str, Any] = {}
         if self.resume and self.run_dir.run_json.exists():
             try:
-                previous = read_json(self.run_dir.run_json)
+                previous = dict(read_json(self.run_dir.run_json))
             except UserError as exc:
                 # The log is the record; run.json is rebuilt from it (the directory's name carries the spec hash).
                 print(f"warning: {exc}; it is rewritten from samples.jsonl", file=sys.stderr)
@@ -540,8 +555,7 @@ class Runner:
         self._previous = previous
         self._fingerprint = ContentFingerprint()
         sessions = previous.get("sessions")
-        with plugin_call(f"model '{self.spec.model}' failed to describe itself"):
-            model = dict(self.model.describe())
+        makers = self._makers()
         return {
             "schema_version": SCHEMA_VERSION,
             "status": "running",
@@ -549,15 +563,29 @@ class Runner:
             "spec_hash": self.spec.hash(),
             "created_at": previous.get("created_at", now_iso()),
             "updated_at": now_iso(),
-            "task": task_record(self.task),
-            "model": model,
+            "task": task_record(self.task, self.spec.task_args),
+            **makers,
             "protocol": self.protocol.to_json(),
             "provenance": provenance.collect(),
             "sessions": (sessions if isinstance(sessions, int) and not isinstance(sessions, bool) else 0) + 1,
         }
 
+    def _makers(self) -> dict[str, Any]:
+        """What answered the run's requests, as run.json records it: the judge (``model``), the generator, and the
+        source of the images a judge run judged."""
+        out: dict[str, Any] = {}
+        if self.model is not None:
+            with plugin_call(f"model '{self.spec.model}' failed to describe itself"):
+                out["model"] = dict(self.model.describe())
+        if self.generator is not None:
+            with plugin_call(f"generator '{self.spec.generator}' failed to describe itself"):
+                out["generator"] = dict(self.generator.describe())
+        if self.source is not None:
+            out["source"] = self.source.describe()
+        return out
+
     def _final_record(
-        self, record: dict[str, Any], status: str, dispatcher: Dispatcher, new: int, wall: float
+        self, record: dict[str, Any], status: str, dispatcher: Dispatcher | GeneratorPool, new: int, wall: float
     ) -> dict[str, Any]:
         if new == 0 and self._unchanged_since_last_session(record):
             # same log, same numbers (and the same seal: nothing in the log or in them has changed)
@@ -582,9 +610,16 @@ class Runner:
             size=self._size, limit=self.spec.limit, local_copy=self.spec.data is not None, streamed=streamed,
             previous=_mapping(self._previous.get("data")),
         )
+        if self.source is not None and status == "complete" and not self.spec.limit:
+            # Only a pass over every sample can tell which files of a folder belong to none.
+            problems = self.source.finish()
+            record["source"] = {**self.source.describe(), **({"problems": problems} if problems else {})}
+            for problem in problems:
+                print(f"warning: {problem}", file=sys.stderr)
         # What only a started model knows (engine, server log, load time) joins the description at the end.
         with contextlib.suppress(Exception):
-            record["model"].update({k: v for k, v in self.model.describe().items() if v not in ({}, None)})
+            if self.model is not None:
+                record["model"].update({k: v for k, v in self.model.describe().items() if v not in ({}, None)})
         record["updated_at"] = now_iso()
         if record["status"] == "complete":
             record["finished_at"] = now_iso()
@@ -679,30 +714,8 @@ def _code_identity(prov: Any) -> tuple[Any, ...] | None:
     return (prov.get("rrbench"), git.get("commit"))
 
 
-def protocol_scores(judgement: Judgement, protocol: Protocol, model: RewardModel) -> Judgement:
-    """A critique's scores under the protocol's N/A rule (``options.na``, e.g. the paper's 2.5), from its aspects.
-
-    The model's own ``-M na`` gives the scores it returns; a protocol that defines its own rule (the RationalRewards
-    paper counts N/A as 2.5) recomputes them from the recorded aspect scores, so the protocol's number is its own."""
-    na = protocol.options.get("na")
-    if na is None or not rr.is_critique(judgement):
-        return judgement
-    return rr.reaggregate(judgement, getattr(model, "aggregation", None), str(na))
-
-
-def trial_credit(label: Label, trial: Trial, kind: TaskKind, tie_policy: str,
-                 meta: Mapping[str, Any] | None = None) -> float | None:
-    """Per-trial correctness kept in the log for people reading it; metrics recompute it from the trials.
-
-    Calibrated rules are shown at their neutral knob (epsilon 0, threshold 0, tie split 0): the value the metric
-    chooses on the whole run is in its ``extra``."""
-    if kind not in (TaskKind.PAIR, TaskKind.GROUP):
-        return None
-    return metrics.pair_credit(label, trial, tie_policy, meta=meta)
-
-
-def task_record(task: Task) -> dict[str, Any]:
-    return {
+def task_record(task: Task, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    out = {
         "name": task.name,
         "version": task.version,
         "kind": task.kind.value,
@@ -710,6 +723,23 @@ def task_record(task: Task) -> dict[str, Any]:
         "size": task.size,
         "info": {k: v for k, v in task.info.__dict__.items() if v is not None},
     }
+    if args is not None:
+        out["args"] = task_args(task.name, args)
+    if task.generative:
+        out["images_per_prompt"] = task.images_per_prompt
+    return out
+
+
+def task_args(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's arguments as it ran: the factory's defaults with the ``-T`` values over them."""
+    from rrbench import registry
+
+    try:
+        params = registry.get("task", name).parameters()
+    except UserError:  # a task whose plug-in is gone: what was given is all there is
+        return dict(given)
+    defaults = {k: p.default for k, p in params.items() if p.default is not p.empty}
+    return json.loads(json.dumps({**defaults, **given}, default=str))
 
 
 def summarize(results: list[SampleResult], protocol: Protocol, seed: int, expected: int | None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import sys
 from pathlib import Path
@@ -9,7 +10,9 @@ from typing import Any
 
 from rrbench import registry, subset
 from rrbench.display import describe_run
+from rrbench.generators._base import Generator
 from rrbench.models._base import RewardModel
+from rrbench.protocols.judge_images import open_source
 from rrbench.runner import DEFAULT_CONCURRENCY, Outcome, Runner, plugin_call, resolve_protocol
 from rrbench.spec import RunSpec
 from rrbench.store import LOCK, RUN_JSON, SAMPLES, NullCache, ResponseCache, RunDir, default_cache_path
@@ -30,13 +33,17 @@ def open_cache(cache: str | None, no_cache: bool) -> ResponseCache:
     return ResponseCache(Path(cache) if cache else default_cache_path())
 
 
-def build(spec: RunSpec, runtime: dict[str, Any] | None = None) -> tuple[Task, RewardModel]:
+def build(spec: RunSpec, runtime: dict[str, Any] | None = None) -> tuple[Task, RewardModel | Generator]:
     """Resolve names and arguments; every mistake here is a UserError raised before anything is written.
 
     ``runtime`` holds where the model is reached (base URLs, API key variable): given to the model but kept out
-    of the spec, since the same weights behind another URL give the same run.
+    of the spec, since the same weights behind another URL give the same run. A generation run builds its
+    generator instead, and checks that it makes the task's kind of images.
     """
     task = registry.get("task", spec.task).build(**spec.task_args)
+    if spec.generator is not None:
+        return task, build_generator(spec, task)
+    assert spec.model is not None
     entry = registry.get("model", spec.model)
     runtime = {k: v for k, v in (runtime or {}).items() if v}
     missing = sorted(set(runtime) - set(entry.parameters()))
@@ -48,6 +55,20 @@ def build(spec: RunSpec, runtime: dict[str, Any] | None = None) -> tuple[Task, R
         raise UserError(f"--data path does not exist: {spec.data}")
     resolve_protocol(task, spec)
     return task, model
+
+
+def build_generator(spec: RunSpec, task: Task) -> Generator:
+    assert spec.generator is not None
+    if not task.generative:
+        raise UserError(f"task '{task.name}' is a {task.kind.value} benchmark with human labels: it judges given "
+                        "images, it makes none (use rrbench run --model)")
+    generator = registry.get("generator", spec.generator).build(**spec.generator_args)
+    if not isinstance(generator, Generator):
+        raise UserError(f"generator '{spec.generator}' built a {type(generator).__name__}, not a Generator")
+    generator.check_kind(task.generation)
+    if spec.data is not None and not Path(spec.data).exists():
+        raise UserError(f"--data path does not exist: {spec.data}")
+    return generator
 
 
 def execute(
@@ -62,20 +83,30 @@ def execute(
     base_urls: list[str] | None = None,
     api_key_env: str | None = None,
     call_timeout: float | None = None,
+    images: str | None = None,
 ) -> int:
     if concurrency is not None and concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, not {concurrency}")
     image_limits()  # a malformed $RRBENCH_MAX_IMAGE_* is one line now, not a failure of every sample later
-    task, model = build(spec, {"base_urls": base_urls, "api_key_env": api_key_env})
+    task, maker = build(spec, {"base_urls": base_urls, "api_key_env": api_key_env})
     with plugin_call(f"task '{task.name}' failed while --subset read its samples"):
         spec = subset.resolve(spec, task)  # --subset: the chosen ids join the spec (a no-op when already chosen)
+    source = None
+    if images is not None:
+        source = open_source(images, task)
+        spec = dataclasses.replace(spec, images=source.identity())
+    elif task.generative and spec.generator is None:
+        raise UserError(f"task '{task.name}' judges generated images: give --images DIR (a generation run or a "
+                        "folder of images) or --generator G")
     new_dir = no_resume or not (output / spec.dirname()).exists()
     output_existed = output.exists()
     response_cache = open_cache(cache, no_cache)
     runner = Runner(
         spec=spec,
         task=task,
-        model=model,
+        model=maker if isinstance(maker, RewardModel) else None,
+        generator=maker if isinstance(maker, Generator) else None,
+        source=source,
         run_dir=run_directory(spec, output, no_resume),
         cache=response_cache,
         concurrency=concurrency or DEFAULT_CONCURRENCY,

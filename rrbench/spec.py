@@ -33,7 +33,7 @@ SUBSETS = ("first", "random", "stratified")  # how --limit N chooses its samples
 @dataclass(frozen=True)
 class RunSpec:
     task: str
-    model: str
+    model: str | None  # the judge; None for a generation run (``rrbench generate``)
     task_args: Mapping[str, Any] = field(default_factory=dict)
     model_args: Mapping[str, Any] = field(default_factory=dict)
     data: str | None = None
@@ -45,6 +45,9 @@ class RunSpec:
     tie_policy: str | None = None
     failure_policy: str | None = None
     subset: str | Mapping[str, Any] | None = None  # a method name, or its resolved record (rrbench.subset)
+    generator: str | None = None  # a generation run: the generator that makes the task's images
+    generator_args: Mapping[str, Any] = field(default_factory=dict)
+    images: str | None = None  # a run that judges existing images: their source's identity (rrbench.imagesource)
 
     def __post_init__(self) -> None:
         if self.order is not None and self.order not in ORDERS:
@@ -61,6 +64,10 @@ class RunSpec:
             raise UserError(f"--subset must be one of {', '.join(SUBSETS)}, not {method!r}")
         if method not in (None, "first") and self.limit is None:
             raise UserError(f"--subset {method} picks --limit N samples; give --limit")
+        if (self.model is None) == (self.generator is None):
+            raise UserError("a run spec names either a judge model (run) or a generator (generate)")
+        if self.images is not None and self.model is None:
+            raise UserError("--images are judged by a model: give --model")
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -68,6 +75,16 @@ class RunSpec:
         out["model_args"] = dict(self.model_args)
         if self.subset is None:
             del out["subset"]  # so every spec written before the field keeps its hash (and its run directory)
+        # Fields of generation runs only when set, for the same reason.
+        for name in ("generator", "images"):
+            if out[name] is None:
+                del out[name]
+        if not self.generator_args:
+            del out["generator_args"]
+        else:
+            out["generator_args"] = dict(self.generator_args)
+        if self.model is None:
+            del out["model"], out["model_args"]
         elif isinstance(self.subset, Mapping):
             out["subset"] = dict(self.subset)
         return out
@@ -78,16 +95,22 @@ class RunSpec:
         unknown = sorted(set(obj) - known)
         if unknown:
             raise UserError(f"unknown run-spec field {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        if "task" not in obj or "model" not in obj:
-            raise UserError("a run spec needs both 'task' and 'model'")
-        return cls(**obj)
+        if "task" not in obj or ("model" not in obj and "generator" not in obj):
+            raise UserError("a run spec needs 'task' and 'model' (or 'generator')")
+        return cls(**{"model": None, **obj})
 
     def hash(self) -> str:
         blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def dirname(self) -> str:
-        return f"{_slug(self.task)}__{_slug(self.model)}__{self.hash()[:10]}"
+        maker = self.model if self.model is not None else f"gen-{self.generator}"
+        return f"{_slug(self.task)}__{_slug(maker)}__{self.hash()[:10]}"
+
+    @property
+    def maker(self) -> str:
+        """What answers the run's requests: the judge model, or ``generator G`` for a generation run."""
+        return self.model if self.model is not None else f"generator {self.generator}"
 
 
 def _slug(name: str) -> str:

@@ -242,6 +242,8 @@ def _trials(trials: Any, label: Mapping[str, Any], candidates: int) -> bool:
     """Each trial's order a permutation of the candidates, its answers well typed; the label's winner one of them."""
     if not _list_of(trials, lambda t: isinstance(t, dict)):
         return False
+    if label.get("kind") == LabelKind.NONE.value:
+        return all(_image_trial(t, candidates) for t in trials)
     sizes = {candidates} if candidates else set()
     for trial in trials:
         order = trial.get("order")
@@ -263,6 +265,18 @@ def _trials(trials: Any, label: Mapping[str, Any], candidates: int) -> bool:
     n = sizes.pop() if sizes else None
     winner = label.get("winner")
     return not n or winner is None or winner < n
+
+
+def _image_trial(trial: Mapping[str, Any], candidates: int) -> bool:
+    """A generation record's trial: one image (``order`` its index among the candidates), its answers well typed."""
+    order = trial.get("order")
+    prediction = trial.get("prediction")
+    return (
+        isinstance(order, list) and len(order) == 1 and _index(order[0]) and order[0] < candidates
+        and (prediction is None or (isinstance(prediction, dict)
+                                    and _list_of(prediction.get("scores", []), lambda s: s is None or _number(s))))
+        and _list_of(trial.get("judgements", []), _judgement) and _enum(trial.get("failure"), FailureKind)
+    )
 
 
 def _judgement(j: Any) -> bool:
@@ -660,3 +674,70 @@ class NullCache(ResponseCache):
 
     def close(self) -> None:
         return None
+
+
+# --------------------------------------------------------------------------------------------------- images
+
+IMAGES = "images"
+IMAGE_INDEX = "index.jsonl"
+
+
+class ImageStore:
+    """The images of a generation run: each stored once, by content (``images/ab/<sha256>.png``), written to a
+    temporary file and renamed, so a file there is always whole. ``images/index.jsonl`` says which request (sample,
+    image index, seed, generator fingerprint) made which image, appended as each image is stored: a resume, even
+    after a kill that lost the sample's record, finds every image already made and never makes one twice."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.root = run_dir / IMAGES
+        self._made: dict[tuple[str, int, int, str], dict[str, str]] = {}
+        self._lock = threading.Lock()
+        for raw in _lines(self.root / IMAGE_INDEX):
+            entry = _json_object(raw)
+            if entry is not None and _index_entry(entry) and (run_dir / entry["path"]).is_file():
+                self._made[(entry["id"], entry["index"], entry["seed"], entry["fingerprint"])] = {
+                    "key": entry["key"], "path": entry["path"]}
+
+    def made(self, sample_id: str, index: int, seed: int, fingerprint: str) -> dict[str, str] | None:
+        """The stored image of this request (its ``key`` and ``path`` in the run directory), if one was made."""
+        return self._made.get((sample_id, index, seed, fingerprint))
+
+    def put(self, png: bytes, sample_id: str, index: int, seed: int, fingerprint: str) -> dict[str, str]:
+        digest = hashlib.sha256(png).hexdigest()
+        relative = f"{IMAGES}/{digest[:2]}/{digest}.png"
+        path = self.root.parent / relative
+        try:
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".img.", suffix=".tmp")
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(png)
+                os.chmod(tmp, FILE_MODE)
+                os.replace(tmp, path)
+            entry: dict[str, Any] = {"id": sample_id, "index": index, "seed": seed, "fingerprint": fingerprint,
+                                     "key": f"sha256:{digest}", "path": relative}
+            with self._lock, (self.root / IMAGE_INDEX).open("ab", buffering=0) as fh:
+                fh.write(dumps_record(entry))
+        except OSError as exc:
+            raise write_error(path, exc) from None
+        self._made[(sample_id, index, seed, fingerprint)] = {"key": entry["key"], "path": relative}
+        return {"key": entry["key"], "path": relative}
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """The whole lines of a file (a line cut by a kill is not one)."""
+    if not path.is_file():
+        return
+    with path.open("rb") as fh:
+        for raw in fh:
+            if raw.endswith(b"\n"):
+                yield raw
+
+
+def _index_entry(entry: Mapping[str, Any]) -> bool:
+    path = entry.get("path")
+    return (
+        isinstance(entry.get("id"), str) and _index(entry.get("index")) and isinstance(entry.get("seed"), int)
+        and isinstance(entry.get("fingerprint"), str) and isinstance(entry.get("key"), str)
+        and isinstance(path, str) and path.startswith(f"{IMAGES}/") and ".." not in path.split("/")
+    )

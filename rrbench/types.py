@@ -37,6 +37,8 @@ class FailureKind(str, Enum):
     PARSE = "parse"
     DATA = "data"  # the sample's own data is broken (corrupt image, missing field)
     ERROR = "error"  # the model raised; the message is recorded
+    OOM = "oom"  # a generator ran out of memory on this sample
+    INVALID_IMAGE = "invalid_image"  # a generator returned NaN or an all-black image
 
 
 class UserError(Exception):
@@ -367,6 +369,7 @@ class LabelKind(str, Enum):
     RANKING = "ranking"  # ``ranks``: 1 = best, equal numbers = tie
     SCORES = "scores"  # ``scores``: per-candidate human scores, higher = better
     UNKNOWN = "unknown"  # a label string the task's label map does not know: counted, never guessed
+    NONE = "none"  # no human label: a generation task's prompt (its images are made, then judged)
 
     @property
     def is_tie(self) -> bool:
@@ -396,6 +399,10 @@ class Label:
     @classmethod
     def unknown(cls, original: str | None) -> Label:
         return cls(LabelKind.UNKNOWN, original=original)
+
+    @classmethod
+    def none(cls) -> Label:
+        return cls(LabelKind.NONE)
 
     def to_json(self) -> JSON:
         out: JSON = {"kind": self.kind.value}
@@ -518,6 +525,18 @@ class Task:
     # by default, and the sample ``meta`` fields it fills in besides the request.
     judge_prompt: str | None = None
     prompt_vars: tuple[str, ...] = ()
+    # Generation tasks: how many images a generator makes per prompt (``-T images_per_prompt=N`` where the task
+    # takes it), and the task's own seed convention for them, if its benchmark fixes one (else rrbench's
+    # ``image_seed(run seed, sample id, index)``).
+    images_per_prompt: int = 1
+    seed_of: Callable[[int, str, int], int] | None = None
+    # Where image ``j`` of a sample lies in the benchmark's official output layout (a relative path), for
+    # ``--images FOLDER`` and ``rrbench export --layout official``; None: rrbench's own, ``<sample id>_<j>.png``.
+    layout: Callable[[Sample, int], str] | None = None
+
+    @property
+    def generative(self) -> bool:
+        return self.kind in (TaskKind.GENERATION_T2I, TaskKind.GENERATION_EDIT)
 
     def size_of(self, data: Path | None) -> int | None:
         return self.count(data) if self.count is not None else self.size

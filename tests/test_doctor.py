@@ -149,7 +149,7 @@ def test_doctor_checks_the_data_a_run_would_read(tmp_path: Path, env: dict[str, 
 
 def test_doctor_usage_errors_exit_2_and_the_codes_are_in_help(tmp_path: Path, env: dict[str, str]) -> None:
     for args, message in ((("--model", "nope"), "unknown model 'nope'"), (("--task", "nope"), "unknown task 'nope'"),
-                          (("-M", "path=x"), "-M, -T and --data need --model or --task")):
+                          (("-M", "path=x"), "-M, -G, -T and --data need --model, --generator or --task")):
         done = rrbench("doctor", *args, env=env, cwd=tmp_path)
         assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     helped = rrbench("doctor", "--help", env=env, cwd=tmp_path)

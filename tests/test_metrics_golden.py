@@ -16,12 +16,14 @@ import pytest
 
 from rrbench import registry
 from rrbench.metrics import TIE_POLICIES, compute_metrics
-from rrbench.types import FailureKind, Label, LabelKind, Prediction, Protocol, SampleResult, Trial, Verdict
+from rrbench.types import FailureKind, Judgement, Label, LabelKind, Prediction, Protocol, SampleResult, Trial, Verdict
 
 GOLDEN = Path(__file__).parent / "golden" / "metrics"
 RANK_METRICS = {"inversion", "inversion-ties", "spearman", "kendall", "strict-ranking-accuracy"}
+GENERATION_METRICS = {"testpoint-accuracy", "mean-score"}  # no tie policy either
 _RESULT_KEYS = {"id", "label", "trials", "meta", "skipped"}
-_CASE_KEYS = {"name", "set", "without", "tie_policy", "options", "expected", "coverage", "extra", "by_category", "why"}
+_CASE_KEYS = {"name", "set", "without", "tie_policy", "options", "expected", "coverage", "extra", "by_category", "why",
+              "scale"}
 _LABELS = {
     "A": Label.win(0),
     "B": Label.win(1),
@@ -29,6 +31,7 @@ _LABELS = {
     "both_good": Label.tie(LabelKind.BOTH_GOOD),
     "both_bad": Label.tie(LabelKind.BOTH_BAD),
     "unknown": Label.unknown("??"),
+    "none": Label.none(),  # a generation prompt: its trials are its images, each judged alone
 }
 
 
@@ -41,21 +44,25 @@ def build_label(spec: str | Mapping[str, Any]) -> Label:
 
 
 def build_trial(spec: Sequence[float | None] | Mapping[str, Any], position: int, k: int) -> Trial:
-    """The i-th trial is shown reversed when i is odd, as under order 'both' (metrics read the mapped prediction)."""
-    order = tuple(range(k)) if position % 2 == 0 else tuple(reversed(range(k)))
+    """The i-th trial is shown reversed when i is odd, as under order 'both' (metrics read the mapped prediction).
+    A generation sample (k = 1) has one trial per image, trial i showing image i; its ``aspects`` are the judge's
+    per-testpoint answers."""
+    order = (position,) if k == 1 else tuple(range(k)) if position % 2 == 0 else tuple(reversed(range(k)))
     if not isinstance(spec, Mapping):
         return Trial(order, (), Prediction(tuple(spec)))
-    assert set(spec) <= {"scores", "verdict", "failure"}, spec
+    assert set(spec) <= {"scores", "verdict", "failure", "aspects"}, spec
     if spec.get("failure"):
         return Trial(order, (), None, FailureKind(spec["failure"]))
     verdict = Verdict(spec["verdict"]) if spec.get("verdict") else None
-    return Trial(order, (), Prediction(tuple(spec.get("scores", (None,) * k)), verdict))
+    scores = tuple(spec.get("scores", (None,) * k))
+    judgements = (Judgement(scores=scores, aspects=(spec["aspects"],)),) if "aspects" in spec else ()
+    return Trial(order, judgements, Prediction(scores, verdict))
 
 
 def build_result(spec: Mapping[str, Any]) -> SampleResult:
     assert set(spec) <= _RESULT_KEYS, f"unknown keys in {spec}"
     label = build_label(spec["label"])
-    k = len(label.ranks or label.scores or (0, 1))
+    k = 1 if label.kind is LabelKind.NONE else len(label.ranks or label.scores or (0, 1))
     trials = tuple(build_trial(t, i, k) for i, t in enumerate(spec.get("trials", ())))
     return SampleResult(spec["id"], label, trials, meta=spec.get("meta", {}), skipped=spec.get("skipped"))
 
@@ -91,8 +98,10 @@ def test_golden_case(metric: str, case: Mapping[str, Any], specs: Sequence[Mappi
         assert row["value"] == pytest.approx(expected["value"], abs=1e-12), case["why"]
         assert row["n_units"] == expected["n_units"], case["why"]
         assert {k: row[k] for k in case["coverage"]} == case["coverage"], case["why"]
-        assert row["extra"] == pytest.approx(case.get("extra", {})), case["why"]
-        assert row["tie_policy"] == (None if metric in RANK_METRICS else case["tie_policy"])
+        # A metric whose extra depends on the failure policy (per-dimension values) gives it per policy.
+        assert row["extra"] == pytest.approx(expected.get("extra", case.get("extra", {}))), case["why"]
+        assert row.get("scale", "fraction") == case.get("scale", "fraction")
+        assert row["tie_policy"] == (None if metric in RANK_METRICS | GENERATION_METRICS else case["tie_policy"])
         assert row["protocol"] == "golden"
         assert row["ci_low"] <= row["ci_high"]
 
@@ -109,7 +118,8 @@ def test_golden_by_category(metric: str, case: Mapping[str, Any], specs: Sequenc
 def test_every_metric_has_a_golden_file_and_every_tie_policy_a_case() -> None:
     names = {e.name for e in registry.entries("metric") if e.module.startswith("rrbench.metrics")}
     files = {p.stem for p in GOLDEN.glob("*.json")}
-    assert names == {"accuracy", "group-accuracy", "inversion", "inversion-ties", "spearman", "kendall"}
+    assert names == {"accuracy", "group-accuracy", "inversion", "inversion-ties", "spearman", "kendall",
+                     *GENERATION_METRICS}
     assert names <= files
     # Rules that read the prediction alone; the rules that re-read a judge's answer text (genai-4way's official
     # reading, editreward-*, mmrb2) are checked against the official scorers in tests/test_official_conformance.py.

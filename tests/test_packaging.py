@@ -25,16 +25,20 @@ def test_wheel_ships_every_task_and_a_plain_install_registers_them(tmp_path: Pat
     assert task_files, "no task files found"
     for name in task_files:
         assert f"rrbench/tasks/{name}" in names
+    modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "rrbench").rglob("*.py"))
+    assert [m for m in modules if m not in names] == []  # every package listed in pyproject.toml
 
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
     probe = (
         "import rrbench, rrbench.registry as r; "
-        "print(rrbench.__file__); print(' '.join(e.name for e in r.entries('task')))"
+        "print(rrbench.__file__); print(' '.join(e.name for e in r.entries('task'))); "
+        "print(' '.join(e.name for e in r.entries('generator')))"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
                          check=True, timeout=120).stdout.splitlines()
     assert out[0].startswith(str(target))  # the installed copy, not the source tree
-    assert "sanity" in out[1].split()
+    assert "sanity" in out[1].split() and "sanity-gen" in out[1].split()
+    assert "painter" in out[2].split()  # the README's first command also runs `rrbench generate`

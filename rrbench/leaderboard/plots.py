@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rrbench.metrics import MetricResult, predicted_class
-from rrbench.store import RUN_JSON, load_results, read_json
+from rrbench.record import read_run
+from rrbench.store import load_results
 from rrbench.types import LabelKind, SampleResult, Trial, UserError
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class RunRef:
 
 
 def describe(run_dir: Path) -> RunRef:
-    record = read_json(run_dir / RUN_JSON)
+    record = read_run(run_dir)
     task, model = record.get("task") or {}, record.get("model") or {}
     spec = record.get("spec") or {}
     return RunRef(run_dir, str(task.get("name", spec.get("task"))), str(task.get("version", "?")),
@@ -106,7 +107,7 @@ def judge_labels(refs: Iterable[RunRef]) -> dict[Path, str]:
 
 def headline(run_dir: Path) -> MetricResult:
     """The protocol's first metric, failures excluded, as recorded in run.json."""
-    return _headline(read_json(run_dir / RUN_JSON), run_dir)
+    return _headline(read_run(run_dir), run_dir)
 
 
 def _headline(record: Mapping[str, Any], run_dir: Path) -> MetricResult:

@@ -8,15 +8,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rrbench import registry
-from rrbench.metrics._bootstrap import CLUSTER_BOOTSTRAP, metric_ci
-from rrbench.metrics._core import FAILURE_POLICIES, MetricContext, Tally
+from rrbench.metrics._bootstrap import CLUSTER_BOOTSTRAP, Interval, metric_ci, strata_mean, strata_mean_ci
+from rrbench.metrics._core import FAILURE_POLICIES, FRACTION, STRATA_MEAN, MetricContext, Tally, Unit
 from rrbench.metrics._rules import check_tie_policy
 from rrbench.types import Protocol, SampleResult
 
 
 @dataclass(frozen=True)
 class MetricResult:
-    """One reported number with its protocol, 95% CI and coverage. ``value`` is a fraction in [0, 1] (or None).
+    """One reported number with its protocol, 95% CI and coverage. ``value`` is a fraction in [0, 1] (or None), or
+    with ``scale = "score"`` a number on the judge's own scale (shown as is, never as a percentage).
 
     ``n_samples`` is what a reader calls n: the samples whose units are counted in the value. ``n_units`` can be
     larger (both presentation orders of a sample, every pair of a ranking) or smaller (groups of samples); ``unit``
@@ -38,12 +39,17 @@ class MetricResult:
     failed_by_kind: dict[str, int]
     n_label_skipped: int  # samples that yielded no unit because of their label (or were never judged)
     n_samples: int | None = None  # distinct samples counted in the value (rows of the counted groups for groups)
-    unit: str | None = None  # what n_units counts: "sample", "trial", "comparison", "group" or "cluster"
+    unit: str | None = None  # what n_units counts: "sample", "trial", "comparison", "group", "cluster" (or a
+    # generation metric's own: "testpoint", "image")
     ci_method: str | None = None  # "clopper-pearson", "cluster-exact" or "cluster-bootstrap"; None without a CI
     extra: dict[str, Any] = field(default_factory=dict)
+    scale: str = FRACTION  # "fraction" or "score"; written only when not a fraction, so older records read alike
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.scale == FRACTION:
+            del out["scale"]
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> MetricResult:
@@ -54,6 +60,7 @@ class MetricResult:
             "ci_method": obj.get("ci_method", legacy_method),
             "failed_by_kind": dict(obj["failed_by_kind"]),
             "extra": dict(obj.get("extra") or {}),
+            "scale": obj.get("scale", FRACTION),
         })
 
 
@@ -121,12 +128,10 @@ def summarize_tally(
 ) -> MetricResult:
     """One metric under one failure policy; ``n_boot=0`` leaves out the CI. Without an ``index`` of the results
     the clusters cannot be matched to samples, and ``n_samples`` counts distinct clusters."""
-    credits, clusters = counted.credits(failure_policy)
-    value = sum(credits) / len(credits) if credits else None
-    low = high = method = None
-    if credits and n_boot > 0:
-        interval = metric_ci(credits, clusters, proportion=_is_proportion(counted, credits), seed=seed, n_boot=n_boot)
-        low, high, method = interval.low, interval.high, interval.method
+    units = counted.counted(failure_policy)
+    clusters = [u.cluster for u in units]
+    value, interval, extra = _value(counted, units, seed=seed, n_boot=n_boot)
+    low, high, method = (interval.low, interval.high, interval.method) if interval else (None, None, None)
     n_samples, unit = (index or SampleIndex({}, {})).count(clusters)
     cov = counted.coverage
     return MetricResult(
@@ -138,23 +143,48 @@ def summarize_tally(
         ci_low=low,
         ci_high=high,
         n_total=cov.n_total,
-        n_units=len(credits),
+        n_units=len(units),
         n_scored=cov.n_scored,
         n_failed=cov.n_failed,
         failed_by_kind=dict(cov.failed_by_kind),
         n_label_skipped=cov.n_label_skipped,
         n_samples=n_samples,
-        unit=unit,
+        unit=counted.unit or unit,
         ci_method=method,
-        extra=dict(counted.extra),
+        extra=extra,
+        scale=counted.scale,
     )
+
+
+def _value(counted: Tally, units: Sequence[Unit], *, seed: int, n_boot: int) -> tuple[float | None, Interval | None,
+                                                                                       dict[str, Any]]:
+    """The value of the counted units, its interval (None with ``n_boot=0`` or no unit) and the metric's extra.
+
+    A strata-mean tally adds each stratum's own value to its extra (stratum name -> mean credit), as UniGenBench
+    reports every dimension beside the overall."""
+    credits = [u.credit for u in units if u.credit is not None]
+    clusters = [u.cluster for u in units]
+    extra = dict(counted.extra)
+    if not credits:
+        return None, None, extra
+    proportion = _is_proportion(counted, credits)
+    if counted.aggregate == STRATA_MEAN:
+        strata = [str(u.stratum) for u in units]
+        value, per_stratum = strata_mean(credits, strata)
+        extra.update(per_stratum)
+        interval = strata_mean_ci(credits, clusters, strata, proportion=proportion, seed=seed,
+                                  n_boot=n_boot) if n_boot > 0 else None
+        return value, interval, extra
+    interval = metric_ci(credits, clusters, proportion=proportion, seed=seed, n_boot=n_boot) if n_boot > 0 else None
+    return sum(credits) / len(credits), interval, extra
 
 
 def _is_proportion(counted: Tally, credits: Sequence[float]) -> bool:
     """A share of right answers: the metrics a tie policy applies to (pairwise and group accuracy) credit each unit
     in [0, 1]. Rank metrics (tie policy None) are means of per-sample scores, correlations even below 0, so an
-    exact binomial interval says nothing about them."""
-    return counted.tie_policy is not None and all(0.0 <= c <= 1.0 for c in credits)
+    exact binomial interval says nothing about them. A tally may say so itself (``Tally.proportion``)."""
+    share = counted.tie_policy is not None if counted.proportion is None else counted.proportion
+    return share and all(0.0 <= c <= 1.0 for c in credits)
 
 
 def compute_metrics(

@@ -15,6 +15,8 @@ from typing import Any
 from rrbench.types import FailureKind, Trial, UserError
 
 FAILURE_POLICIES = ("excluded", "wrong")
+MEAN, STRATA_MEAN = "mean", "strata-mean"  # how a tally's units make its value (Tally.aggregate)
+FRACTION, SCORE = "fraction", "score"  # what scale its value is on (Tally.scale)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Unit:
 
     cluster: str
     credit: float | None
+    stratum: str | None = None  # the part of a strata-mean value it counts toward (a UniGenBench dimension)
 
 
 @dataclass(frozen=True)
@@ -54,18 +57,23 @@ class Tally:
     coverage: Coverage
     tie_policy: str | None  # None for metrics a tie policy does not apply to (rank correlations)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # MEAN: the value is sum(credit) / units. STRATA_MEAN: the unweighted mean over strata of each stratum's
+    # sum(credit) / units (UniGenBench's overall: the mean of its dimensions' accuracies, each pooled over images).
+    aggregate: str = MEAN
+    scale: str = FRACTION  # FRACTION: a share in [0, 1], shown x100; SCORE: on the judge's own scale, shown as is
+    proportion: bool | None = None  # a share of right answers (exact intervals apply); None: when a tie policy does
+    unit: str | None = None  # what one unit is, where the sample index cannot tell ("testpoint", "image")
+
+    def counted(self, failure_policy: str) -> list[Unit]:
+        """The counted units with their credit: failed units dropped ("excluded") or scored 0 ("wrong")."""
+        check_failure_policy(failure_policy)
+        return [unit if unit.credit is not None else Unit(unit.cluster, 0.0, unit.stratum)
+                for unit in self.units if unit.credit is not None or failure_policy == "wrong"]
 
     def credits(self, failure_policy: str) -> tuple[list[float], list[str]]:
         """Credits and clusters of the counted units: failed units dropped ("excluded") or scored 0 ("wrong")."""
-        check_failure_policy(failure_policy)
-        credits: list[float] = []
-        clusters: list[str] = []
-        for unit in self.units:
-            if unit.credit is None and failure_policy == "excluded":
-                continue
-            credits.append(0.0 if unit.credit is None else unit.credit)
-            clusters.append(unit.cluster)
-        return credits, clusters
+        units = self.counted(failure_policy)
+        return [u.credit for u in units if u.credit is not None], [u.cluster for u in units]
 
 
 class Ledger:

@@ -1,1 +1,2 @@
-"""Plug-ins of this kind; each module registers itself with a decorator from rrbench.registry."""
+"""Reward models: one module per model family, each registering itself with ``@rrbench.registry.reward_model``.
+``_base`` is the interface; other ``_``-prefixed modules are shared parts (parsers, VLM plumbing), not plug-ins."""

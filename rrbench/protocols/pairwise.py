@@ -8,12 +8,35 @@ one per order, as MMRB2 does) or ``random`` (seeded per sample). Each trial reco
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from rrbench import metrics
+from rrbench.models import _rationalrewards_format as rr
 from rrbench.models._base import RewardModel
-from rrbench.types import FailureKind, Judgement, Prediction, Query, Sample, Trial, UserError, Verdict
+from rrbench.types import (
+    FailureKind,
+    Judgement,
+    Label,
+    LabelKind,
+    Prediction,
+    Protocol,
+    Query,
+    Sample,
+    SampleResult,
+    Task,
+    TaskKind,
+    Trial,
+    UserError,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    from rrbench.dispatch import Dispatcher
 
 _SWAP = {Verdict.A: Verdict.B, Verdict.B: Verdict.A}
 
@@ -111,3 +134,73 @@ def _from_pointwise(order: tuple[int, ...], judgements: Sequence[Judgement]) -> 
     if any(s is None for s in scores):
         return None
     return Prediction(tuple(scores))
+
+
+# --------------------------------------------------------------------------------------------------- the step
+
+
+class PairwiseStep:
+    """Judge one preference sample: its trials (one per presentation order) through the dispatcher, each mapped
+    back to the sample's own candidate order; a sample whose label the task does not know is recorded unjudged."""
+
+    def __init__(self, task: Task, protocol: Protocol, model: RewardModel, dispatcher: Dispatcher, seed: int) -> None:
+        self.task, self.protocol, self.model, self.dispatcher, self.seed = task, protocol, model, dispatcher, seed
+
+    async def run(self, sample: Sample) -> SampleResult:
+        start = time.perf_counter()
+        if sample.label.kind is LabelKind.UNKNOWN:
+            return self._result(sample, (), "unknown_label", start)
+        return self._result(sample, await self._judge(sample), None, start)
+
+    async def _judge(self, sample: Sample) -> tuple[Trial, ...]:
+        n = len(sample.candidates)
+        mode = resolve_mode(self.protocol.mode, self.model, n)
+        orders = trial_orders(n, self.protocol.order, self.seed, sample.id)
+        task = self.task
+        plans = [(order, plan(sample, mode, order, task.generation, task.judge_prompt, task.prompt_vars))
+                 for order in orders]
+        # Identical requests within a sample (pointwise scoring in both orders) are sent once.
+        unique = {(r.op, r.query.key): r for _, requests in plans for r in requests}
+        answers = await asyncio.gather(*(self.dispatcher.submit(r.op, r.query) for r in unique.values()))
+        answers = [protocol_scores(a, self.protocol, self.model) for a in answers]
+        by_key = dict(zip(unique, answers, strict=True))
+        return tuple(
+            assemble(order, mode, [by_key[(r.op, r.query.key)] for r in requests]) for order, requests in plans
+        )
+
+    def _result(self, sample: Sample, trials: tuple[Trial, ...], skipped: str | None, start: float) -> SampleResult:
+        credit = [trial_credit(sample.label, t, self.task.kind, self.protocol.tie_policy, sample.meta) for t in trials]
+        return SampleResult(
+            sample_id=sample.id,
+            label=sample.label,
+            trials=trials,
+            meta=sample.meta,
+            skipped=skipped,
+            correct=tuple(credit),
+            latency_s=time.perf_counter() - start,
+            prompt=sample.prompt,
+            candidates=tuple(m.to_json() for m in sample.candidates),
+            source=tuple(m.to_json() for m in sample.source),
+        )
+
+
+def protocol_scores(judgement: Judgement, protocol: Protocol, model: RewardModel | None) -> Judgement:
+    """A critique's scores under the protocol's N/A rule (``options.na``, e.g. the paper's 2.5), from its aspects.
+
+    The model's own ``-M na`` gives the scores it returns; a protocol that defines its own rule (the RationalRewards
+    paper counts N/A as 2.5) recomputes them from the recorded aspect scores, so the protocol's number is its own."""
+    na = protocol.options.get("na")
+    if na is None or not rr.is_critique(judgement):
+        return judgement
+    return rr.reaggregate(judgement, getattr(model, "aggregation", None), str(na))
+
+
+def trial_credit(label: Label, trial: Trial, kind: TaskKind, tie_policy: str,
+                 meta: Mapping[str, Any] | None = None) -> float | None:
+    """Per-trial correctness kept in the log for people reading it; metrics recompute it from the trials.
+
+    Calibrated rules are shown at their neutral knob (epsilon 0, threshold 0, tie split 0): the value the metric
+    chooses on the whole run is in its ``extra``."""
+    if kind not in (TaskKind.PAIR, TaskKind.GROUP):
+        return None
+    return metrics.pair_credit(label, trial, tie_policy, meta=meta)

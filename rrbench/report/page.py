@@ -16,6 +16,7 @@ tie policy leaves out).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import html
 import io
@@ -34,10 +35,11 @@ from typing import IO, Any
 
 from rrbench import registry
 from rrbench.datarecord import data_status
-from rrbench.display import ci, pct
-from rrbench.leaderboard.report_assets import CSS, JS
+from rrbench.display import ci, number
 from rrbench.progress import Progress
-from rrbench.store import LOCK, REJECTED, RUN_JSON, SAMPLES, atomic_text, load_results, read_json
+from rrbench.record import read_run_dict
+from rrbench.report.assets import CSS, JS
+from rrbench.store import LOCK, REJECTED, RUN_JSON, SAMPLES, atomic_text, load_results
 from rrbench.types import (
     DataError,
     Judgement,
@@ -77,9 +79,7 @@ Pictures = tuple[list[Picture], list[Picture]]  # (source images, candidates)
 def write_report(run_dir: Path, out: Path | None, *, data: str | None, limit: int | None, thumb: int) -> Path:
     """Write the report of ``run_dir`` (default ``RUN_DIR/report.html``) and return its path."""
     _check_options(limit, thumb)
-    record = read_json(run_dir / RUN_JSON)
-    if not isinstance(record.get("spec"), dict):
-        raise UserError(f"not a run directory ({RUN_JSON} has no spec): {run_dir}")
+    record = read_run_dict(run_dir)
     record = _checked(run_dir, record)
     results = latest_results(run_dir)
     target = _target(run_dir, out)
@@ -89,7 +89,8 @@ def write_report(run_dir: Path, out: Path | None, *, data: str | None, limit: in
     samples = open_samples(record, data, problems)
     try:
         with atomic_text(target, mode=0o644, errors="replace") as page, _spool(target.parent) as body:
-            shown = _write_cards(body, results, samples, n_cards, thumb, problems, _pairwise_mode(record))
+            shown = _write_cards(body, results, samples, n_cards, thumb, problems, _pairwise_mode(record),
+                                 images_root(record, run_dir))
             body.seek(0)
             page.write(_head(record, run_dir, problems, shown, len(results), thumb))
             shutil.copyfileobj(body, page)
@@ -210,8 +211,29 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def sample_pictures(sample: Sample, result: SampleResult, size: int) -> Pictures:
-    return (_matching(result.source, sample.source, size), _matching(result.candidates, sample.candidates, size))
+def sample_pictures(sample: Sample, result: SampleResult, size: int, images: Path | None = None) -> Pictures:
+    """Thumbnails of the sample's source images and candidates; a generation task's candidates are the images the
+    run made or judged, read from ``images`` (the generation run, or the folder judged) by their recorded paths."""
+    source = _matching(result.source, sample.source, size)
+    if result.label.kind is LabelKind.NONE:
+        return source, [_generated(entry, images, size) for entry in result.candidates]
+    return source, _matching(result.candidates, sample.candidates, size)
+
+
+def _generated(entry: Mapping[str, Any], images: Path | None, size: int) -> Picture:
+    if "path" not in entry:
+        return Picture(reason=str(entry.get("detail") or entry.get("failure") or "not generated"))
+    if images is None:
+        return Picture(reason="the images' folder is unknown")
+    return picture(Media.from_path(images / str(entry["path"]), root=images), entry.get("key"), size)
+
+
+def images_root(record: Mapping[str, Any], run_dir: Path) -> Path | None:
+    """Where a generation run's images lie (its own directory), or the source a judge run judged."""
+    if record.get("generator"):
+        return run_dir
+    source = record.get("source")
+    return Path(source["path"]) if isinstance(source, Mapping) and source.get("path") else None
 
 
 def _matching(recorded: Sequence[Mapping[str, Any]], loaded: Sequence[Media], size: int) -> list[Picture]:
@@ -256,14 +278,14 @@ def _flatten(img: Any) -> Any:
     return img.convert("RGB")
 
 
-def _thumbnailed(pairs: Iterable[tuple[SampleResult, Sample]], size: int
+def _thumbnailed(pairs: Iterable[tuple[SampleResult, Sample]], size: int, images: Path | None = None
                  ) -> Iterator[tuple[SampleResult, Pictures]]:
     """Thumbnails made by a few threads (decoding releases the GIL), yielded in order, a bounded window ahead."""
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers, thread_name_prefix="report-thumb") as pool:
         pending: deque[tuple[SampleResult, Future[Pictures]]] = deque()
         for result, sample in pairs:
-            pending.append((result, pool.submit(sample_pictures, sample, result, size)))
+            pending.append((result, pool.submit(sample_pictures, sample, result, size, images)))
             if len(pending) >= _WINDOW_PER_WORKER * workers:
                 done, future = pending.popleft()
                 yield done, future.result()
@@ -292,7 +314,8 @@ def _matched(samples: Iterable[Sample], results: Mapping[str, SampleResult], n_c
 
 
 def _write_cards(body: IO[str], results: Mapping[str, SampleResult], samples: Iterable[Sample], n_cards: int,
-                 thumb: int, problems: list[str], pairwise: bool | None) -> list[SampleResult]:
+                 thumb: int, problems: list[str], pairwise: bool | None,
+                 images: Path | None = None) -> list[SampleResult]:
     progress = Progress(n_cards, "report cards (failed = a placeholder image)")
     written: list[SampleResult] = []
 
@@ -301,7 +324,7 @@ def _write_cards(body: IO[str], results: Mapping[str, SampleResult], samples: It
         written.append(result)
         progress.update(failed=any(p.reason for p in (*pictures[0], *pictures[1])))
 
-    for result, pictures in _thumbnailed(_matched(samples, results, n_cards), thumb):
+    for result, pictures in _thumbnailed(_matched(samples, results, n_cards), thumb, images):
         emit(result, pictures)
     seen = {r.sample_id for r in written}
     rest = [r for r in results.values() if r.sample_id not in seen][: n_cards - len(written)]
@@ -342,7 +365,24 @@ def num(value: object) -> str:
     return f"{value:g}" if float(value).is_integer() else f"{value:.4g}"
 
 
+def _spread(result: SampleResult) -> SampleResult:
+    """A generation record's trial judges one image (``order`` is its index) and its prediction holds that image's
+    score alone: spread over the sample's images, so the page reads it like any other trial's."""
+    if result.label.kind is not LabelKind.NONE:
+        return result
+    n = len(result.candidates)
+    trials = []
+    for trial in result.trials:
+        if trial.prediction is not None and trial.prediction.scores and trial.order and trial.order[0] < n:
+            scores: list[float | None] = [None] * n
+            scores[trial.order[0]] = trial.prediction.scores[0]
+            trial = dataclasses.replace(trial, prediction=dataclasses.replace(trial.prediction, scores=tuple(scores)))
+        trials.append(trial)
+    return dataclasses.replace(result, trials=tuple(trials))
+
+
 def card(result: SampleResult, pictures: Pictures, index: int, pairwise: bool | None) -> str:
+    result = _spread(result)
     state = sample_state(result)
     category = result.category or ""
     parts = [
@@ -381,7 +421,10 @@ def _images(result: SampleResult, pictures: Pictures) -> str:
                for i, p in enumerate(sources)]
     human = _human_marks(result.label, len(candidates))
     for i, pic in enumerate(candidates):
-        scores = " · ".join(num(s) if s is not None else "—" for s in _candidate_scores(result.trials, i))
+        shown = _candidate_scores(result.trials, i)
+        if result.label.kind is LabelKind.NONE:  # one trial per image: the others' dashes say nothing
+            shown = [s for s in shown if s is not None]
+        scores = " · ".join(num(s) if s is not None else "—" for s in shown)
         caption = f'<span class="letter">{letter(i)}</span>' + (f" score {scores}" if scores else "")
         if human[i]:
             caption += f' <span class="human-mark">{_e(human[i])}</span>'
@@ -662,7 +705,7 @@ def _metrics_section(record: Mapping[str, Any]) -> str:
     rows = [
         f'<tr class="metric" data-metric="{_e(m.get("metric"))}" data-failure-policy="{_e(m.get("failure_policy"))}">'
         f"<td>{_e(m.get('metric'))}</td><td>{_e(m.get('tie_policy') or '')}</td><td>{_policy(m)}</td>"
-        f'<td class="num value">{pct(m.get("value"))}</td><td class="ci">{_e(ci(m))}</td>'
+        f'<td class="num value">{number(m)}</td><td class="ci">{_e(ci(m))}</td>'
         f'<td class="num n">{_e(_n(m))}</td>'
         f'<td class="num">{_e(m.get("n_scored", ""))}/{_e(m.get("n_total", ""))}</td>'
         f'<td class="num">{_e(m.get("n_failed", ""))}</td><td class="notes">{_e(notes(m))}</td></tr>'
@@ -691,7 +734,7 @@ def _categories_section(record: Mapping[str, Any]) -> str:
     for category in sorted(by_category):
         for metric, pair in _by_metric(by_category[category]).items():
             cells = "".join(
-                f'<td class="num value">{pct(m.get("value"))}</td><td>{_e(ci(m))}</td>'
+                f'<td class="num value">{number(m)}</td><td>{_e(ci(m))}</td>'
                 f'<td class="num">{_e(_n(m))}</td>' if m else "<td></td><td></td><td></td>"
                 for m in (pair.get("excluded"), pair.get("wrong"))
             )

@@ -1,0 +1,243 @@
+"""The judge-images protocol: a judge scores each image a generator made for a sample (or a folder holds).
+
+Each image is one pointwise request (the prompt, the source images of an edit, the image) and one trial whose
+``order`` is the image's index. An image that was not made (its generation failed) or cannot be had (missing from the
+folder, not an image) is that trial's failure, never skipped, so coverage says what was judged.
+
+Images come from an ``ImageSource``: a generation run directory (``rrbench generate``'s) or a folder in the task's
+official output layout (``--images DIR``, e.g. another lab's images). Its ``identity`` enters the run spec, so
+judging other images is another run, and judging the same images with another judge never makes an image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rrbench.protocols.pairwise import shown_variables
+from rrbench.record import read_run_dict
+from rrbench.store import RUN_JSON, load_results
+from rrbench.types import (
+    DataError,
+    FailureKind,
+    Judgement,
+    Media,
+    Prediction,
+    Protocol,
+    Query,
+    Sample,
+    SampleResult,
+    Task,
+    Trial,
+    UserError,
+)
+
+if TYPE_CHECKING:
+    from rrbench.dispatch import Dispatcher
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass(frozen=True)
+class Image:
+    """Image ``index`` of a sample in a source: its media, or why there is none (a failure kind and detail)."""
+
+    index: int
+    entry: Mapping[str, Any]  # what the record keeps: index, seed, key, path (relative to the source's root)
+    media: Media | None = None
+    failure: FailureKind | None = None
+    detail: str = ""
+
+
+def own_layout(sample: Sample, index: int) -> str:
+    """rrbench's layout: ``<sample id>_<index>.png``, the id made safe for any file system."""
+    return f"{safe_name(sample.id)}_{index}.png"
+
+
+def safe_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
+    if name != text:  # two ids that differ only in unsafe characters must not share a file
+        name += "-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return name
+
+
+class ImageSource:
+    """Where a judge run's images come from."""
+
+    root: Path
+
+    def identity(self) -> str:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def images(self, sample: Sample, n: int) -> list[Image]:
+        raise NotImplementedError
+
+    def seen(self, sample: Sample, n: int) -> None:
+        """The run met this sample (judged now or before): its images belong to the task."""
+
+    def finish(self) -> list[str]:
+        """Problems with the source as a whole once every sample was met (e.g. files no sample names)."""
+        return []
+
+
+class RunSource(ImageSource):
+    """The images of a generation run directory, as its sample log lists them."""
+
+    def __init__(self, path: Path) -> None:
+        self.root = path.resolve()
+        record = read_run_dict(path)
+        if not isinstance(record.get("generator"), dict):
+            raise UserError(f"--images {path}: not a generation run (its run.json names no generator)")
+        self.record = record
+        self._by_id = {r.sample_id: r for r in load_results(path)}
+
+    def identity(self) -> str:
+        return f"run:{self.record.get('spec_hash')}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "generation-run", "path": str(self.root), "spec_hash": self.record.get("spec_hash"),
+                "task": self.record.get("task"), "generator": self.record.get("generator"),
+                "status": self.record.get("status")}
+
+    def images(self, sample: Sample, n: int) -> list[Image]:
+        result = self._by_id.get(sample.id)
+        listed = {e.get("index"): e for e in (result.candidates if result else ()) if isinstance(e, Mapping)}
+        out = []
+        for i in range(n):
+            entry = listed.get(i)
+            if entry is None:
+                out.append(Image(i, {"index": i}, failure=FailureKind.DATA,
+                                 detail=f"image {i} of this sample is not in the generation run {self.root}"))
+            elif "failure" in entry:
+                out.append(Image(i, dict(entry), failure=_kind(entry["failure"]),
+                                 detail=f"image {i} was not generated: {entry.get('detail', '')}"))
+            else:
+                media = Media.from_path(self.root / str(entry.get("path")), root=self.root)
+                out.append(Image(i, dict(entry), media))
+        return out
+
+
+class FolderSource(ImageSource):
+    """A folder of images in the task's official layout (or rrbench's), made anywhere."""
+
+    def __init__(self, path: Path, task: Task) -> None:
+        if not path.is_dir():
+            raise UserError(f"--images {path}: no such folder")
+        self.root = path.resolve()
+        self.layout = task.layout or own_layout
+        self.files = sorted(_image_files(self.root))
+        if not self.files:
+            raise UserError(f"--images {path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
+        self._named: set[str] = set()
+
+    def identity(self) -> str:
+        listing = hashlib.sha256()
+        for name in self.files:  # names, sizes and times: other files (or the same ones changed) are other images
+            stat = (self.root / name).stat()
+            listing.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        return f"dir:{listing.hexdigest()}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "folder", "path": str(self.root), "files": len(self.files),
+                "layout": "official" if self.layout is not own_layout else "rrbench"}
+
+    def images(self, sample: Sample, n: int) -> list[Image]:
+        out = []
+        for i in range(n):
+            name = self.layout(sample, i)
+            entry = {"index": i, "path": name}
+            if not (self.root / name).is_file():
+                out.append(Image(i, entry, failure=FailureKind.DATA, detail=f"missing image {name} in {self.root}"))
+            else:
+                out.append(Image(i, entry, Media.from_path(self.root / name, root=self.root)))
+        return out
+
+    def seen(self, sample: Sample, n: int) -> None:
+        self._named.update(self.layout(sample, i) for i in range(n))
+
+    def finish(self) -> list[str]:
+        extra = [f for f in self.files if f not in self._named]
+        if not extra:
+            return []
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        return [f"{len(extra)} image file(s) in {self.root} belong to no sample of the task: {shown}"]
+
+
+def _image_files(root: Path) -> list[str]:
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
+                out.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))
+    return out
+
+
+def _kind(value: Any) -> FailureKind:
+    try:
+        return FailureKind(value)
+    except ValueError:
+        return FailureKind.ERROR
+
+
+def open_source(text: str, task: Task) -> ImageSource:
+    """``--images``: a generation run directory (it has a run.json) or a folder of images."""
+    path = Path(text)
+    if (path / RUN_JSON).is_file():
+        return RunSource(path)
+    return FolderSource(path, task)
+
+
+class JudgeImagesStep:
+    def __init__(self, task: Task, protocol: Protocol, dispatcher: Dispatcher, source: ImageSource) -> None:
+        self.task, self.protocol, self.dispatcher, self.source = task, protocol, dispatcher, source
+
+    async def run(self, sample: Sample) -> SampleResult:
+        start = time.perf_counter()
+        images = self.source.images(sample, self.task.images_per_prompt)
+        trials = await asyncio.gather(*(self._trial(sample, image) for image in images))
+        return SampleResult(
+            sample_id=sample.id, label=sample.label, trials=tuple(trials), meta=sample.meta,
+            latency_s=time.perf_counter() - start, prompt=sample.prompt,
+            candidates=tuple(dict(image.entry) | _key(image) for image in images),
+            source=tuple(m.to_json() for m in sample.source),
+        )
+
+    async def _trial(self, sample: Sample, image: Image) -> Trial:
+        order = (image.index,)
+        if image.media is None:
+            kind = image.failure or FailureKind.DATA
+            return Trial(order, (Judgement.failed(kind, image.detail),), None, kind)
+        try:
+            await asyncio.to_thread(image.media.image)  # a corrupt or missing file is this image's data failure
+        except DataError as exc:
+            return Trial(order, (Judgement.failed(FailureKind.DATA, str(exc)),), None, FailureKind.DATA)
+        variables = shown_variables(sample, self.task.prompt_vars, (0,))
+        query = Query(sample.prompt, (image.media,), sample.source, self.task.generation, sample.id,
+                      self.task.judge_prompt, variables)
+        judgement = await self.dispatcher.submit("score", query)
+        if judgement.failure is not None:
+            return Trial(order, (judgement,), None, judgement.failure)
+        if not judgement.scores or judgement.scores[0] is None:
+            failed = Judgement.failed(FailureKind.PARSE, "the judge gave this image no score")
+            return Trial(order, (judgement, failed), None, FailureKind.PARSE)
+        return Trial(order, (judgement,), Prediction((judgement.scores[0],)))
+
+
+def _key(image: Image) -> dict[str, Any]:
+    if image.media is None:
+        return {}
+    try:
+        return {"key": image.media.key}
+    except DataError:
+        return {}

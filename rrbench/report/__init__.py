@@ -1,0 +1,1 @@
+"""The per-run HTML page (`rrbench report RUN`): ``page.write_report``; its CSS and script in ``assets``."""
