@@ -13,6 +13,10 @@ bench:  ## every performance figure in one table (bench/suite.py; about 10 minut
 bench-quick:  ## the same at smaller sizes: a smoke run
 	$(PY) bench/suite.py --quick
 
+.PHONY: bench-generation
+bench-generation:  ## generation loop vs raw diffusers, peak RSS, Ray 2 actors vs 1 (bench/generation.py; about 5 min)
+	$(PY) bench/generation.py
+
 .PHONY: mutation
 mutation:  ## mutation testing of the core modules against their fast tests (docs/mutation.md; ARGS="--module store")
 	$(PY) scripts/mutation.py $(ARGS)

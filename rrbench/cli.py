@@ -120,6 +120,7 @@ def _add_run(sub: Any) -> None:
                                        "its own), then judge them: two run directories")
     p.add_argument("-G", dest="generator_args", action="append", metavar="KEY=VALUE",
                    help="generator argument (repeatable; see `rrbench ls generators NAME`)")
+    _add_sharding(p)
 
 
 GENERATE_EPILOG = """\
@@ -161,6 +162,16 @@ def _add_generate(sub: Any) -> None:
     p.add_argument("--no-resume", action="store_true",
                    help="start fresh: an existing run directory of this spec is moved aside, not deleted")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_sharding(p)
+
+
+def _add_sharding(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="make images with N copies of the generator, as Ray actors (one GPU each where there are "
+                        "GPUs); a local Ray cluster unless --ray names one. Images are identical to one process's")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="shard over a Ray cluster: ADDRESS of a running one (ray://host:10001 or host:6379), or "
+                        "none for a local one; --shards N actors (default 1)")
 
 
 def _add_export(sub: Any) -> None:
@@ -338,7 +349,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from rrbench.session import execute
 
     spec, output, options = _generate_spec(args, GENERATE_DEMO)
-    _preflight([spec], {})
+    if not options.get("ray_address"):  # on a remote cluster the weights are the actors' to find, not the driver's
+        _preflight([spec], {})
     return execute(_choose_subset(spec, {}, options), output, **options)
 
 
@@ -348,14 +360,30 @@ def _generate_spec(args: argparse.Namespace, defaults: dict[str, str]) -> tuple[
     generator = args.generator or defaults.get("generator")
     if not generator:
         raise UserError("--generator is required")
+    generator_args = parse_assignments(args.generator_args, "-G")
+    if "shards" in generator_args:  # how many copies make the images, not a setting of the generator
+        shards = generator_args.pop("shards")
+        if isinstance(shards, bool) or not isinstance(shards, int):
+            raise UserError(f"-G shards= must be a number of generator copies, not {shards!r}")
+        args.shards = args.shards or shards
     spec = RunSpec.from_json({
         "task": task, "generator": generator, "task_args": parse_assignments(args.task_args, "-T"),
-        "generator_args": parse_assignments(args.generator_args, "-G"),
+        "generator_args": generator_args,
         **{k: getattr(args, k) for k in ("limit", "seed", "data", "subset") if getattr(args, k) is not None},
     })
     options = {k: getattr(args, k) for k in ("concurrency", "no_resume", "quiet", "call_timeout")
                if getattr(args, k, None) not in (None, False)}
-    return spec, Path(args.output or "runs"), {**options, "no_cache": True}
+    return spec, Path(args.output or "runs"), {**options, **_sharding(args, spec), "no_cache": True}
+
+
+def _sharding(args: argparse.Namespace, spec: RunSpec) -> dict[str, Any]:
+    """``--shards N`` / ``--ray [ADDRESS]``: how the images are made, never which images (not in the spec)."""
+    shards, ray = getattr(args, "shards", None), getattr(args, "ray", None)
+    if shards is None and ray is None:
+        return {}
+    if shards is not None and shards < 1:
+        raise UserError(f"--shards must be at least 1, not {shards}")
+    return {"shards": shards or 1, "ray_address": None if ray in (None, "local") else ray}
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -402,7 +430,8 @@ def _generate_then_judge(args: argparse.Namespace) -> int:
     gen_spec, output, gen_options = _generate_spec(args, {"task": args.task or ""})
     if not gen_spec.task:
         raise UserError("--task is required with --generator")
-    _preflight([gen_spec], {})
+    if not gen_options.get("ray_address"):
+        _preflight([gen_spec], {})
     gen_spec = _choose_subset(gen_spec, {}, gen_options)
     code = execute(gen_spec, output, **gen_options)
     if code != 0:

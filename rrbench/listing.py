@@ -37,6 +37,8 @@ def describe(kind: str, name: str) -> str:
         return describe_task(entry)
     if kind == "model":
         return describe_model(entry)
+    if kind == "generator":
+        return describe_generator(entry)
     return "\n".join([f"{entry.name}: {entry.description}", *_about(entry), f"defined in: {entry.module}"])
 
 
@@ -100,6 +102,23 @@ def _protocol(protocol: Protocol, default: bool) -> str:
     text = (f"  {protocol.id}{' (default)' if default else ''}: order {protocol.order}, mode {protocol.mode}, "
             f"ties {ties}, failures {protocol.failure_policy}, metrics {', '.join(protocol.metrics)}")
     return text + (f", options {options}" if options else "")
+
+
+def describe_generator(entry: registry.Entry) -> str:
+    lines = [f"generator {entry.name}: {entry.description}", *_about(entry),
+             f"extra: pip install 'rrbench[{entry.extra}]'" if entry.extra else "extra: none (core install)",
+             "", "generator arguments (-G KEY=VALUE; what a run used, pipeline defaults included, is in run.json):"]
+    lines += arguments(entry, "-G")
+    try:
+        generator = entry.build()
+    except Exception as exc:  # a generator that needs arguments (its weights' folder) is still described
+        lines += ["", f"(built with its defaults it says: {exc})"]
+    else:
+        lines += ["", f"makes: {', '.join(generator.kinds)} images, up to {generator.batch_size} per call"]
+        for need in generator.needs():
+            lines.append(f"loads: {need.name} from {need.ref or '(unset)'} (-G {need.flag}=; fetch: {need.fetch})")
+    lines.append(f"defined in: {entry.module}")
+    return "\n".join(lines)
 
 
 def describe_model(entry: registry.Entry) -> str:

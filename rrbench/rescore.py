@@ -22,8 +22,9 @@ from typing import Any
 from rrbench import metrics
 from rrbench.models import _rationalrewards_format as rr
 from rrbench.protocols import pairwise
+from rrbench.protocols.pairwise import trial_credit
 from rrbench.record import read_run_dict, write_run
-from rrbench.runner import expected_of, integrity, now_iso, summarize, trial_credit
+from rrbench.runner import expected_of, integrity, now_iso, summarize
 from rrbench.spec import RunSpec
 from rrbench.store import (
     SAMPLES,

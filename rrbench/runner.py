@@ -35,13 +35,13 @@ from rrbench.datarecord import ContentFingerprint, data_record
 from rrbench.dispatch import DaemonThreads, Dispatcher, ModelInterrupt, _being_cancelled, describe_exception
 from rrbench.generators._base import Generator
 from rrbench.generators._pool import GeneratorPool
+from rrbench.generators._ray import RayGeneratorPool
 from rrbench.models._base import RewardModel
 from rrbench.progress import Progress
 from rrbench.protocols import pairwise
 from rrbench.protocols._base import SampleStep
 from rrbench.protocols.generate import GenerateStep
 from rrbench.protocols.judge_images import ImageSource, JudgeImagesStep
-from rrbench.protocols.pairwise import protocol_scores, trial_credit  # noqa: F401  (their home before protocols/)
 from rrbench.record import write_run
 from rrbench.spec import SCHEMA_VERSION, RunSpec
 from rrbench.store import (
@@ -61,7 +61,6 @@ from rrbench.types import (
     Sample,
     SampleResult,
     Task,
-    TaskKind,
     Trial,
     UserError,
 )
@@ -162,7 +161,10 @@ class Runner:
     call_timeout_s: float | None = None  # a model call's deadline (dispatch.Dispatcher); None: the default, 0: off
     generator: Generator | None = None  # a generation run's generator
     source: ImageSource | None = None  # the images a judge run judges (a generation run, or a folder)
+    shards: int | None = None  # a generation run sharded over this many Ray actors (--shards, --ray)
+    ray_address: str | None = None  # a running Ray cluster's address; None: a local one
     protocol: Protocol = field(init=False)
+    _door: Dispatcher | GeneratorPool | RayGeneratorPool | None = field(init=False, default=None)
     _stop: asyncio.Event = field(init=False)
     _errors_in_a_row: int = 0
     _size: int | None = None
@@ -176,9 +178,8 @@ class Runner:
             raise UserError(f"--call-timeout must be a number of seconds (0 turns it off), not {self.call_timeout_s}")
         # A generation run makes images and scores nothing: its protocol is the making, with no metric.
         protocol = GENERATE_PROTOCOL if self.generator is not None else resolve_protocol(self.task, self.spec)
-        if protocol.mode == "auto" and self.task.kind in (TaskKind.PAIR, TaskKind.GROUP) and self.model is not None:
-            # Recorded as resolved, so run.json says how the model was actually asked.
-            protocol = dataclasses.replace(protocol, mode=pairwise.resolve_mode("auto", self.model, 2))
+        if self.model is not None and not self.task.generative:
+            protocol = pairwise.resolved(protocol, self.task, self.model)
         self.protocol = protocol
         from rrbench.hubdata import SNAPSHOTS
 
@@ -246,8 +247,14 @@ class Runner:
         return Outcome(self.run_dir.path, record["status"], record, new, dispatcher.model_calls,
                        dispatcher.cache_hits)
 
-    def _dispatcher(self) -> Dispatcher | GeneratorPool:
-        """The door to what answers this run's requests: the judge (cache, batches) or the generator."""
+    def _dispatcher(self) -> Dispatcher | GeneratorPool | RayGeneratorPool:
+        """The door to what answers this run's requests: the judge (cache, batches), the generator, or its copies
+        on a Ray cluster."""
+        if self.generator is not None and self.shards:
+            assert self.spec.generator is not None
+            return RayGeneratorPool(self.spec.generator, self.spec.generator_args, shards=self.shards,
+                                    address=self.ray_address, call_timeout_s=self.call_timeout_s,
+                                    on_interrupt=self._plugin_interrupt)
         if self.generator is not None:
             with plugin_call(f"generator '{self.spec.generator}' is not usable"):
                 return GeneratorPool(self.generator, call_timeout_s=self.call_timeout_s,
@@ -257,9 +264,10 @@ class Runner:
             return Dispatcher(self.model, self.cache, call_timeout_s=self.call_timeout_s,
                               on_interrupt=self._plugin_interrupt)
 
-    def _step(self, door: Dispatcher | GeneratorPool) -> SampleStep:
+    def _step(self, door: Dispatcher | GeneratorPool | RayGeneratorPool) -> SampleStep:
         """The protocol's per-sample step for this run."""
-        if isinstance(door, GeneratorPool):
+        self._door = door
+        if isinstance(door, GeneratorPool | RayGeneratorPool):
             return GenerateStep(self.task, self.spec.seed, door, self.run_dir.path)
         assert self.model is not None
         if self.task.generative:
@@ -282,6 +290,8 @@ class Runner:
 
     async def _close_generator(self) -> None:
         assert self.generator is not None
+        if isinstance(self._door, RayGeneratorPool):
+            return  # the actors are the door's, closed with it
         try:
             await asyncio.to_thread(self.generator.close)
         except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
@@ -316,7 +326,10 @@ class Runner:
             if self.generator is not None:
                 self.generator.check_kind(self.task.generation)
                 with plugin_call(f"generator '{self.spec.generator}' failed to start"):
-                    await asyncio.to_thread(self.generator.start)
+                    if isinstance(self._door, RayGeneratorPool):  # the weights load in the actors, not here
+                        await self._door.astart(self.run_dir.path)
+                    else:
+                        await asyncio.to_thread(self.generator.start)
                 return
             assert self.model is not None
             with plugin_call(f"model '{self.spec.model}' failed to start"):
@@ -402,7 +415,8 @@ class Runner:
             label = Label.unknown(_escaped(original if isinstance(original, str) else repr(original)))
             self._fingerprint.add(dataclasses.replace(sample, id=_escaped(sample.id), label=label))
 
-    async def _feed(self, dispatcher: Dispatcher | GeneratorPool, done: set[str], progress: Progress) -> int:
+    async def _feed(self, dispatcher: Dispatcher | GeneratorPool | RayGeneratorPool, done: set[str],
+                    progress: Progress) -> int:
         slots = self._slots = asyncio.Semaphore(max(1, self.concurrency))
         in_flight: set[asyncio.Task[None]] = set()
         seen: set[str] = set()
@@ -585,7 +599,8 @@ class Runner:
         return out
 
     def _final_record(
-        self, record: dict[str, Any], status: str, dispatcher: Dispatcher | GeneratorPool, new: int, wall: float
+        self, record: dict[str, Any], status: str, dispatcher: Dispatcher | GeneratorPool | RayGeneratorPool,
+        new: int, wall: float
     ) -> dict[str, Any]:
         if new == 0 and self._unchanged_since_last_session(record):
             # same log, same numbers (and the same seal: nothing in the log or in them has changed)
@@ -617,6 +632,8 @@ class Runner:
             for problem in problems:
                 print(f"warning: {problem}", file=sys.stderr)
         # What only a started model knows (engine, server log, load time) joins the description at the end.
+        if isinstance(self._door, RayGeneratorPool):
+            record["generator"] = self._door.describe()  # with how it was sharded, and what each actor reported
         with contextlib.suppress(Exception):
             if self.model is not None:
                 record["model"].update({k: v for k, v in self.model.describe().items() if v not in ({}, None)})
@@ -632,6 +649,8 @@ class Runner:
         }
         if dispatcher.abandoned_calls:
             record["stats"]["abandoned_calls"] = dispatcher.abandoned_calls  # past --call-timeout, left running
+        if isinstance(dispatcher, RayGeneratorPool) and dispatcher.restarts:
+            record["stats"]["actor_restarts"] = dispatcher.restarts  # Ray actors that died and were replaced
         return record
 
     def _unchanged_since_last_session(self, record: dict[str, Any]) -> bool:

@@ -84,6 +84,8 @@ def execute(
     api_key_env: str | None = None,
     call_timeout: float | None = None,
     images: str | None = None,
+    shards: int | None = None,
+    ray_address: str | None = None,
 ) -> int:
     if concurrency is not None and concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, not {concurrency}")
@@ -113,6 +115,8 @@ def execute(
         resume=not no_resume,
         progress_enabled=not quiet,
         call_timeout_s=call_timeout,
+        shards=shards,
+        ray_address=ray_address,
     )
     try:
         outcome = runner.run()

@@ -189,6 +189,8 @@ def test_a_folder_with_missing_extra_and_corrupt_files_is_reported_per_sample(
 @pytest.mark.parametrize(("args", "message"), [
     (["generate", "--generator", "edit-only"], "generator 'edit-only' makes edit images; this task needs a "
                                                "text-to-image generator (t2i)"),
+    (["generate", "-T", "variant=edit", "--generator", "flux-dev", "-G", "path=/nonexistent"],
+     "generator 'flux-dev' makes t2i images; this task needs an image-editing generator (edit)"),
     (["generate", "--task", "sanity", "--generator", "painter"], "task 'sanity' is a pair benchmark with human "
                                                                  "labels: it judges given images, it makes none"),
     (["generate", "-G", "colour=red"], "generator 'painter' has no argument 'colour' (-G; accepts: error_rate, "
@@ -269,3 +271,16 @@ def test_painter_errors_give_the_hand_derived_numbers_through_the_cli(tmp_path: 
     assert overall[("mean-score", "excluded")]["value"] == pytest.approx(0.75)
     assert overall[("mean-score", "excluded")]["scale"] == "score"
     assert record["counts"]["failed"] == 0 and record["counts"]["recorded"] == 48
+
+
+@pytest.mark.slow
+def test_sharding_over_a_local_ray_cluster_makes_the_same_images_in_the_same_run(tmp_path: Path) -> None:
+    """--shards 2: two painter actors on a local Ray cluster; the images, and so the run directory (sharding is not
+    part of the spec), are those of one process. A resume without sharding then finds every image made."""
+    sharded = generate(tmp_path / "runs", "--limit", "6", "--shards", "2")
+    alone = generate(tmp_path / "alone", "--limit", "6")
+    assert sharded.name == alone.name and image_keys(sharded) == image_keys(alone) and len(image_keys(alone)) == 24
+    record = json.loads((sharded / "run.json").read_text())
+    assert record["generator"]["ray"] == {"shards": 2, "address": None}
+    assert cli.main(["generate", "--output", str(tmp_path / "runs"), "--limit", "6", "--quiet", "-G", "shards=1"]) == 0
+    assert json.loads((sharded / "run.json").read_text())["stats"]["model_calls"] == 0

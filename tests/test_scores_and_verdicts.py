@@ -18,7 +18,7 @@ import pytest
 
 from rrbench import metrics
 from rrbench.models import _rationalrewards_format as rr
-from rrbench.runner import protocol_scores
+from rrbench.protocols.pairwise import protocol_scores
 from rrbench.types import FailureKind, Judgement, Label, LabelKind, Prediction, Protocol, Trial, Verdict
 from tests.conftest import rrbench
 

@@ -17,12 +17,13 @@ from typing import Any
 
 from rrbench.generators._base import Generated, ImageRequest, image_seed
 from rrbench.generators._pool import GeneratorPool
+from rrbench.generators._ray import RayGeneratorPool
 from rrbench.store import ImageStore
 from rrbench.types import FailureKind, Judgement, Sample, SampleResult, Task, Trial, sniff_format
 
 
 class GenerateStep:
-    def __init__(self, task: Task, run_seed: int, pool: GeneratorPool, run_dir: Path) -> None:
+    def __init__(self, task: Task, run_seed: int, pool: GeneratorPool | RayGeneratorPool, run_dir: Path) -> None:
         self.task, self.run_seed, self.pool = task, run_seed, pool
         self.store = ImageStore(run_dir)
         self.seed_of = task.seed_of or image_seed

@@ -9,6 +9,7 @@ one per order, as MMRB2 does) or ``random`` (seeded per sample). Each trial reco
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,13 @@ def resolve_mode(requested: str, model: RewardModel, n_candidates: int = 2) -> s
     if requested == "pointwise" and not model.can_score:
         raise UserError(f"model '{model.name}' cannot score single images; it only judges pairs")
     return requested
+
+
+def resolved(protocol: Protocol, task: Task, model: RewardModel) -> Protocol:
+    """The protocol with ``mode: auto`` replaced by the mode the model is asked in, so run.json says how."""
+    if protocol.mode == "auto" and task.kind in (TaskKind.PAIR, TaskKind.GROUP):
+        return dataclasses.replace(protocol, mode=resolve_mode("auto", model, 2))
+    return protocol
 
 
 def trial_orders(n_candidates: int, policy: str, seed: int, sample_id: str) -> list[tuple[int, ...]]:
