@@ -183,7 +183,7 @@ def runs_table(paths: Sequence[Path]) -> str:
     if not rows:
         return "no run directories under " + ", ".join(str(p) for p in paths)
     rows.sort(key=lambda r: r[0], reverse=True)  # newest first
-    header = ("updated", "task", "model", "status", "n", "headline (95% CI)", "data", "run")
+    header = ("updated", "task", "model / generator", "status", "n", "headline (95% CI)", "data", "run")
     return table(rows, header) + f"\n{len(rows)} run(s); `rrbench show RUN` prints one in full"
 
 
@@ -197,7 +197,8 @@ def _run_row(run_dir: Path, record: Mapping[str, Any]) -> tuple[str, ...]:
     status = _status(run_dir, str(record.get("status") or "?"))
     if record.get("source_run"):
         status += " (rescored)"
-    return (updated, str(spec.get("task", "?")), str(spec.get("model", "?")), status, n, headline(record),
+    maker = spec.get("model") or (f"gen: {spec['generator']}" if spec.get("generator") else "?")
+    return (updated, str(spec.get("task", "?")), str(maker), status, n, headline(record),
             f"PARTIAL {data.count()}" if data.partial else "full", str(run_dir))
 
 
