@@ -15,7 +15,7 @@ from pathlib import Path
 from rrbench import registry
 from rrbench.protocols.judge_images import own_layout
 from rrbench.record import read_run
-from rrbench.store import load_results
+from rrbench.store import load_results, write_error
 from rrbench.types import UserError
 
 
@@ -45,11 +45,14 @@ def export(run_dir: Path, out: Path, layout: str) -> int:
 
 
 def _copy(src: Path, dest: Path) -> None:
-    if dest.exists():
-        if dest.read_bytes() != src.read_bytes():
-            raise UserError(f"{dest} exists with other content; export into an empty folder")
-        return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    try:
+        if dest.exists():
+            if dest.read_bytes() != src.read_bytes():
+                raise UserError(f"{dest} exists with other content; export into an empty folder")
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except OSError as exc:  # a folder that is a file, no permission, a full disk: one line, exit 2
+        raise write_error(dest, exc) from None

@@ -95,7 +95,11 @@ def execute(
         spec = subset.resolve(spec, task)  # --subset: the chosen ids join the spec (a no-op when already chosen)
     source = None
     if images is not None:
-        source = open_source(images, task)
+        if not task.generative:
+            raise UserError(f"--images is for generation tasks; task '{task.name}' is a {task.kind.value} "
+                            "benchmark whose images come with its data")
+        with plugin_call(f"task '{task.name}' failed to load"):
+            source = open_source(images, task, Path(spec.data) if spec.data else None)
         spec = dataclasses.replace(spec, images=source.identity())
     elif task.generative and spec.generator is None:
         raise UserError(f"task '{task.name}' judges generated images: give --images DIR (a generation run or a "

@@ -199,6 +199,8 @@ def test_a_folder_with_missing_extra_and_corrupt_files_is_reported_per_sample(
                                                                     "give --images DIR"),
     (["run", "--task", "sanity-gen", "--images", "/nonexistent/x", "--model", "sanity-gen-judge"],
      "--images /nonexistent/x: no such folder"),
+    (["run", "--task", "sanity", "--images", "/tmp", "--model", "classical-iqa"],
+     "--images is for generation tasks; task 'sanity' is a pair benchmark whose images come with its data"),
     (["export", "/nonexistent/run", "/tmp/x"], "not a run directory (no run.json): /nonexistent/run"),
 ])
 def test_bad_generation_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path,
@@ -284,3 +286,23 @@ def test_sharding_over_a_local_ray_cluster_makes_the_same_images_in_the_same_run
     assert record["generator"]["ray"] == {"shards": 2, "address": None}
     assert cli.main(["generate", "--output", str(tmp_path / "runs"), "--limit", "6", "--quiet", "-G", "shards=1"]) == 0
     assert json.loads((sharded / "run.json").read_text())["stats"]["model_calls"] == 0
+
+
+def test_a_folder_in_another_layout_and_an_export_into_a_file_are_one_line(tmp_path: Path,
+                                                                         env: dict[str, str]) -> None:
+    gen_dir = generate(tmp_path / "runs", "--limit", "2")
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(next((gen_dir / "images").rglob("*.png")), other / "0001.png")  # an image, but named otherwise
+    judged = rrbench("run", "--task", "sanity-gen", "--images", str(other), "--model", "sanity-gen-judge",
+                     "--output", str(tmp_path / "judged"), env=env, cwd=tmp_path)
+    assert judged.returncode == 2 and not (tmp_path / "judged").exists()
+    assert judged.stderr.strip().splitlines() == [
+        f"rrbench: error: --images {other}: none of the 32 images the task's first samples name is there (e.g. "
+        "t2i-0000-object_0.png); is the folder in the task's output layout (see `rrbench export --layout "
+        "official`)?"]
+    (tmp_path / "afile").write_text("")
+    exported = rrbench("export", str(gen_dir), str(tmp_path / "afile" / "sub"), env=env, cwd=tmp_path)
+    assert exported.returncode == 2
+    assert exported.stderr.strip().splitlines() == [
+        f"rrbench: error: cannot write {tmp_path / 'afile' / 'sub'}/t2i-0000-object_0.png: Not a directory"]

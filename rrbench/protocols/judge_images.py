@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from rrbench.dispatch import Dispatcher
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+PROBE_SAMPLES = 8  # the samples whose images must be in an --images folder before a run starts
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,15 @@ class FolderSource(ImageSource):
     def seen(self, sample: Sample, n: int) -> None:
         self._named.update(self.layout(sample, i) for i in range(n))
 
+    def probe(self, samples: Iterable[Sample], n: int) -> None:
+        """A folder holding none of the files the first samples name is in another layout (or is the wrong
+        folder): one line now, instead of a run that records every image as missing."""
+        names = {self.layout(sample, i) for sample in samples for i in range(n)}
+        if names and not names.intersection(self.files):
+            raise UserError(f"--images {self.root}: none of the {len(names)} images the task's first samples name "
+                            f"is there (e.g. {sorted(names)[0]}); is the folder in the task's output layout "
+                            "(see `rrbench export --layout official`)?")
+
     def finish(self) -> list[str]:
         extra = [f for f in self.files if f not in self._named]
         if not extra:
@@ -190,12 +201,15 @@ def _kind(value: Any) -> FailureKind:
         return FailureKind.ERROR
 
 
-def open_source(text: str, task: Task) -> ImageSource:
-    """``--images``: a generation run directory (it has a run.json) or a folder of images."""
+def open_source(text: str, task: Task, data: Path | None = None) -> ImageSource:
+    """``--images``: a generation run directory (it has a run.json) or a folder of images, checked against the
+    task's first samples."""
     path = Path(text)
     if (path / RUN_JSON).is_file():
         return RunSource(path)
-    return FolderSource(path, task)
+    source = FolderSource(path, task)
+    source.probe(itertools.islice(task.load(data), PROBE_SAMPLES), task.images_per_prompt)
+    return source
 
 
 class JudgeImagesStep:
