@@ -584,12 +584,7 @@ class ResponseCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)"
-            )
-            self._db.execute("SELECT value FROM responses LIMIT 1").fetchall()
+            self._open_schema()
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"cannot open response cache {path}: {exc} (delete it, or set --cache PATH or "
                             "--no-cache)") from None
@@ -599,6 +594,27 @@ class ResponseCache:
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
         self.broken: str | None = None  # why the cache was given up on, once it was
+
+    def _open_schema(self) -> None:
+        """WAL mode and the table. Two processes opening a new cache at once can meet "database is locked" here
+        without SQLite's busy timeout being consulted (switching the journal mode takes the lock at once), so the
+        set-up is retried for as long as that timeout would have waited."""
+        deadline = time.monotonic() + 30.0
+        delay = 0.01
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)"
+                )
+                self._db.execute("SELECT value FROM responses LIMIT 1").fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def get(self, key: str) -> dict[str, Any] | None:
         if self.broken is not None:
