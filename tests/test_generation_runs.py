@@ -167,6 +167,8 @@ def test_a_folder_with_missing_extra_and_corrupt_files_is_reported_per_sample(
     folder = tmp_path / "theirs"
     assert cli.main(["export", str(gen_dir), str(folder)]) == 0
     (folder / "t2i-0002-relation_0.png").unlink()
+    (folder / "t2i-0004-object_0.png").unlink()
+    (folder / "t2i-0004-object_0.png").symlink_to(tmp_path / "nowhere.png")  # a broken link: missing, no traceback
     (folder / "t2i-0003-text_0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     shutil.copy(folder / "t2i-0000-object_0.png", folder / "stray_7.png")
     capsys.readouterr()
@@ -182,7 +184,8 @@ def test_a_folder_with_missing_extra_and_corrupt_files_is_reported_per_sample(
         "failure_detail"]
     assert got["t2i-0003-text"]["trials"][0]["failure"] == "data"
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["counts"]["failed_by_kind"] == {"data": 2} and record["counts"]["recorded"] == 48
+    assert got["t2i-0004-object"]["trials"][0]["failure"] == "data"
+    assert record["counts"]["failed_by_kind"] == {"data": 3} and record["counts"]["recorded"] == 48
     assert record["source"]["problems"][0].startswith("1 image file(s)")
 
 

@@ -145,7 +145,10 @@ class FolderSource(ImageSource):
     def identity(self) -> str:
         listing = hashlib.sha256()
         for name in self.files:  # names, sizes and times: other files (or the same ones changed) are other images
-            stat = (self.root / name).stat()
+            try:
+                stat = (self.root / name).stat()
+            except OSError:  # a broken link or a file gone meanwhile: its image fails when read, the name counts
+                stat = (self.root / name).lstat()
             listing.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
         return f"dir:{listing.hexdigest()}"
 
