@@ -133,7 +133,7 @@ def _rate(rate: Rate) -> str:
 
 def maker_of(spec: Mapping[str, Any]) -> str:
     """The judge of a run, or ``generator G`` for a generation run."""
-    return str(spec["model"]) if spec.get("model") else f"generator {spec.get('generator')}"
+    return str(spec["model"]) if spec.get("model") else f"generator {spec.get('generator', '?')}"
 
 
 def describe_run(record: Mapping[str, Any], path: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from rrbench import registry
 from rrbench.datarecord import data_status
-from rrbench.display import ci, number, table
+from rrbench.display import ci, maker_of, number, table
 from rrbench.types import Protocol, UserError
 
 RUNTIME_ARGS = {"base_urls": "--base-url", "api_key_env": "--api-key-env"}  # model arguments given as flags
@@ -197,8 +197,7 @@ def _run_row(run_dir: Path, record: Mapping[str, Any]) -> tuple[str, ...]:
     status = _status(run_dir, str(record.get("status") or "?"))
     if record.get("source_run"):
         status += " (rescored)"
-    maker = spec.get("model") or (f"gen: {spec['generator']}" if spec.get("generator") else "?")
-    return (updated, str(spec.get("task", "?")), str(maker), status, n, headline(record),
+    return (updated, str(spec.get("task", "?")), maker_of(spec), status, n, headline(record),
             f"PARTIAL {data.count()}" if data.partial else "full", str(run_dir))
 
 
