@@ -177,11 +177,15 @@ def _add_sharding(p: argparse.ArgumentParser) -> None:
 def _add_export(sub: Any) -> None:
     p = sub.add_parser(
         "export",
-        help="copy a generation run's images into the layout a benchmark's own evaluator reads",
+        help="copy a generation run's images (or a judge run's answers) into the files a benchmark's own "
+             "evaluator reads",
         description="Write a generation run's images into DIR, named as the task's official evaluator expects "
-                    "(--layout official) or as rrbench names them (--layout rrbench: <sample id>_<i>.png).",
+                    "(--layout official) or as rrbench names them (--layout rrbench: <sample id>_<i>.png). "
+                    "Given a judge run of a benchmark's own judge protocol, write its raw judge answers in the "
+                    "files the benchmark's official scorer reads, so that scorer can be run on them.",
     )
-    p.add_argument("run_dir", help="a generation run directory (rrbench generate)")
+    p.add_argument("run_dir", help="a generation run directory (rrbench generate), or a judge run of a benchmark's "
+                                   "own judge protocol")
     p.add_argument("out", help="the folder to write (created; existing files are never overwritten)")
     p.add_argument("--layout", choices=("official", "rrbench"), default="official",
                    help="official (the task's own evaluator layout; rrbench's where the task has none) or rrbench")
@@ -390,7 +394,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rrbench.export import export
 
     written = export(Path(args.run_dir), Path(args.out), args.layout)
-    print(f"wrote {written} images to {args.out} ({args.layout} layout)")
+    print(f"wrote {written} files to {args.out} ({args.layout} layout)")
     return 0
 
 

@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 
 from rrbench.models._base import RewardModel
 from rrbench.store import ResponseCache
-from rrbench.types import DataError, FailureKind, Judgement, Query
+from rrbench.types import ChatQuery, DataError, FailureKind, Judgement, Query
 
 Q = TypeVar("Q")  # a request: a Query to a model, an ImageRequest to a generator
 A = TypeVar("A")  # its answer: a Judgement, a Generated image
@@ -326,18 +326,33 @@ class Dispatcher:
                         on_interrupt=on_interrupt)
             for op, call in (("score", model.ascore), ("compare", model.acompare))
         }
+        # A benchmark's own judge requests (rrbench.protocols.official), for judges that answer any chat request.
+        self._chat: Batcher[ChatQuery, Judgement] | None = (
+            Batcher(model.achat, model.batch_size, workers, call_timeout_s=self.call_timeout_s,
+                    on_interrupt=on_interrupt) if model.can_chat else None)
         self.cache_hits = 0
+
+    def _all(self) -> list[Batcher[Any, Judgement]]:
+        return [*self._batchers.values(), *([self._chat] if self._chat is not None else [])]
 
     @property
     def model_calls(self) -> int:
-        return sum(b.calls for b in self._batchers.values())
+        return sum(b.calls for b in self._all())
 
     @property
     def abandoned_calls(self) -> int:
-        return sum(b.abandoned for b in self._batchers.values())
+        return sum(b.abandoned for b in self._all())
 
     async def submit(self, op: str, query: Query) -> Judgement:
-        key = f"{self.fingerprint}:{op}:{query.key}"
+        return await self._cached(f"{self.fingerprint}:{op}:{query.key}", self._batchers[op], query)
+
+    async def chat(self, query: ChatQuery) -> Judgement:
+        """A benchmark's own request: its raw answer (cached like any other), or its failure."""
+        if self._chat is None:
+            raise RuntimeError(f"{self.model.name} answers no chat requests")  # resolved() chose another protocol
+        return await self._cached(f"{self.fingerprint}:chat:{query.key}", self._chat, query)
+
+    async def _cached(self, key: str, batcher: Batcher[Any, Judgement], query: Any) -> Judgement:
         if self.model.cacheable:
             hit = self.cache.get(key)
             if hit is not None:
@@ -348,12 +363,12 @@ class Dispatcher:
                 if judgement is not None:
                     self.cache_hits += 1
                     return judgement
-        judgement = await self._batchers[op].submit(query)
+        judgement = await batcher.submit(query)
         if judgement.ok and self.model.cacheable:
             self.cache.put(key, judgement.to_json())
         return judgement
 
     async def aclose(self) -> None:
-        for batcher in self._batchers.values():
+        for batcher in self._all():
             await batcher.aclose()
         self.cache.flush()

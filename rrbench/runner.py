@@ -38,7 +38,7 @@ from rrbench.generators._pool import GeneratorPool
 from rrbench.generators._ray import RayGeneratorPool
 from rrbench.models._base import RewardModel
 from rrbench.progress import Progress
-from rrbench.protocols import pairwise
+from rrbench.protocols import official, pairwise
 from rrbench.protocols._base import SampleStep
 from rrbench.protocols.generate import GenerateStep
 from rrbench.protocols.judge_images import ImageSource, JudgeImagesStep
@@ -180,6 +180,9 @@ class Runner:
         protocol = GENERATE_PROTOCOL if self.generator is not None else resolve_protocol(self.task, self.spec)
         if self.model is not None and not self.task.generative:
             protocol = pairwise.resolved(protocol, self.task, self.model)
+        elif self.model is not None:
+            protocol = official.resolved(protocol, self.task, self.model, self.spec.model or "",
+                                         named=self.spec.protocol is not None)
         self.protocol = protocol
         from rrbench.hubdata import SNAPSHOTS
 
@@ -273,6 +276,8 @@ class Runner:
         if self.task.generative:
             if self.source is None:
                 raise UserError(f"task '{self.task.name}' judges generated images: give --images or --generator")
+            if official.is_official(self.protocol):
+                return official.BenchmarkJudgeStep(self.task, self.protocol, door, self.source, self.spec.seed)
             return JudgeImagesStep(self.task, self.protocol, door, self.source)
         return pairwise.PairwiseStep(self.task, self.protocol, self.model, door, self.spec.seed)
 
@@ -591,6 +596,9 @@ class Runner:
         if self.model is not None:
             with plugin_call(f"model '{self.spec.model}' failed to describe itself"):
                 out["model"] = dict(self.model.describe())
+            judge = official.judge_record(self.task, self.protocol, self.spec.model or "", self.model)
+            if judge is not None:
+                out["judge"] = judge
         if self.generator is not None:
             with plugin_call(f"generator '{self.spec.generator}' failed to describe itself"):
                 out["generator"] = dict(self.generator.describe())

@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -533,6 +533,13 @@ class Task:
     # Where image ``j`` of a sample lies in the benchmark's official output layout (a relative path), for
     # ``--images FOLDER`` and ``rrbench export --layout official``; None: rrbench's own, ``<sample id>_<j>.png``.
     layout: Callable[[Sample, int], str] | None = None
+    # A generation benchmark's own judge protocol (an ``rrbench.protocols.official.BenchmarkJudge``): its official
+    # prompts, decoding, image handling, parse and failure rules, run by any generic VLM judge when the task's
+    # protocol has mode ``official.MODE``. Typed loosely: types.py imports no protocol.
+    judge: Any = None
+    # Files an official output layout holds besides the images (PICA-Bench's meta_info.json), from the samples
+    # exported: relative path -> bytes. ``rrbench export --layout official`` writes them next to the images.
+    layout_files: Callable[[Sequence[Sample]], Mapping[str, bytes]] | None = None
 
     @property
     def generative(self) -> bool:
@@ -571,6 +578,54 @@ class Query:
             # Only when set, so the keys (and cached answers) of queries that have neither stay as they were.
             parts += ["|", self.judge_prompt or "", *(f"{k}={v}" for k, v in self.variables)]
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class ChatQuery:
+    """One request of a benchmark's own judge protocol (``rrbench.protocols.official``): chat messages exactly as the
+    benchmark's official code builds them, sent as they are by any generic VLM judge.
+
+    ``messages`` are OpenAI-style messages whose content is a string or a list of parts ``{"type": "text", "text"}``
+    / ``{"type": "image", "media": Media}`` (the media's ``format`` is the MIME type the request declares, which an
+    official script may get wrong on purpose: ImgEdit labels JPEG bytes ``image/png``). ``temperature`` and
+    ``max_tokens`` None: not sent, as the official code leaves them to the server. ``attempt`` numbers an official
+    re-ask of the same request (UniGenBench asks again after an unreadable answer), so a re-ask is a new request,
+    never the cached answer of the first. ``name`` says which call of the protocol it is (``sc``, ``pq``, ``qa-2``).
+    """
+
+    messages: tuple[Mapping[str, Any], ...]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    generation: str = "t2i"
+    sample_id: str = ""
+    attempt: int = 0
+    name: str = ""
+
+    @cached_property
+    def key(self) -> str:
+        parts: list[str] = [self.generation, repr(self.temperature), repr(self.max_tokens), str(self.attempt),
+                            self.name]
+        for message in self.messages:
+            parts.append(f"<{message.get('role', '')}>")
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+                continue
+            for part in content or ():
+                if part.get("type") == "image":
+                    media: Media = part["media"]
+                    parts.append(f"<image {media.key} {media.format or ''}>")
+                else:
+                    parts.append(str(part.get("text", "")))
+        return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+    def texts(self) -> list[str]:
+        """The text of every part, in order (for logs and tests)."""
+        out = []
+        for message in self.messages:
+            content = message.get("content")
+            out += [content] if isinstance(content, str) else [p["text"] for p in content or () if "text" in p]
+        return out
 
 
 class Verdict(str, Enum):

@@ -7,6 +7,7 @@ of the original bytes for HTTP, a PIL image in-process), so model families never
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,10 @@ from typing import Any
 from rrbench.types import FailureKind, Media
 
 Message = Mapping[str, Any]
+
+
+DEFAULT_MAX_TOKENS = 4096  # in-process engines, for a request that sets no limit (the server decides over HTTP)
+API_TEMPERATURE = 1.0  # what OpenAI-compatible servers use when a request sets no temperature
 
 
 @dataclass(frozen=True)
@@ -25,8 +30,8 @@ class Sampling:
     Every engine resolves None the same way, so one judge decodes alike whichever engine runs it.
     """
 
-    temperature: float = 0.1
-    max_tokens: int = 2048
+    temperature: float | None = 0.1  # None: not sent (an official protocol that leaves it to the server)
+    max_tokens: int | None = 2048  # None: not sent over HTTP; in-process engines use DEFAULT_MAX_TOKENS
     top_p: float | None = None
     top_k: int | None = None  # 0 or -1: no top-k cut
     seed: int | None = None
@@ -35,6 +40,12 @@ class Sampling:
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, ())}
+
+    def in_process(self) -> Sampling:
+        """What an in-process engine runs: the values a server would fill in for those a request leaves unset."""
+        temperature = API_TEMPERATURE if self.temperature is None else self.temperature
+        max_tokens = DEFAULT_MAX_TOKENS if self.max_tokens is None else self.max_tokens
+        return dataclasses.replace(self, temperature=temperature, max_tokens=max_tokens)
 
 
 @dataclass(frozen=True)

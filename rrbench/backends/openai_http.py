@@ -282,7 +282,12 @@ class OpenAIHTTPBackend(Backend):
 
     @staticmethod
     def _sampling(sampling: Sampling) -> dict[str, Any]:
-        body: dict[str, Any] = {"temperature": sampling.temperature, "max_tokens": sampling.max_tokens}
+        body: dict[str, Any] = {}
+        # Either may be unset: an official protocol whose code leaves it to the server sends nothing.
+        if sampling.temperature is not None:
+            body["temperature"] = sampling.temperature
+        if sampling.max_tokens is not None:
+            body["max_tokens"] = sampling.max_tokens
         # Left out unless set: a vLLM server then applies the checkpoint's generation_config.json, as it did for
         # the authors' evaluation. top_k is not OpenAI's: send it only to servers that take it (vLLM, SGLang).
         if sampling.top_p is not None:

@@ -65,7 +65,7 @@ class TransformersBackend(Backend):
 
     async def chat_batch(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
         await self.start()
-        return await asyncio.to_thread(self._generate, conversations, sampling)
+        return await asyncio.to_thread(self._generate, conversations, sampling.in_process())
 
     def _generate(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
         torch = require("torch", "transformers")
@@ -88,6 +88,8 @@ class TransformersBackend(Backend):
     def generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
         """``generate`` arguments: sampled at any temperature above 0 (whatever the checkpoint's do_sample says,
         the request's temperature is the authors' choice), greedy at 0."""
+        sampling = sampling.in_process()
+        assert sampling.temperature is not None and sampling.max_tokens is not None
         kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "do_sample": sampling.temperature > 0}
         if sampling.temperature > 0:
             config = self._model.generation_config
@@ -117,7 +119,7 @@ class TransformersBackend(Backend):
         prompt_tokens = int(inputs["attention_mask"][i].sum())
         return Completion(
             text=text,
-            finish_reason="stop" if finished or len(ids) < sampling.max_tokens else "length",
+            finish_reason="stop" if finished or len(ids) < (sampling.max_tokens or 0) else "length",
             usage={"prompt_tokens": prompt_tokens, "completion_tokens": len(ids)},
             latency_s=latency,
         )

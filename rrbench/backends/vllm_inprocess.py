@@ -99,7 +99,7 @@ class VLLMInProcessBackend(Backend):
 
     async def chat_batch(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
         await self.start()
-        return await asyncio.to_thread(self._generate, conversations, sampling)
+        return await asyncio.to_thread(self._generate, conversations, sampling.in_process())
 
     def sampling_params(self, sampling: Sampling) -> Any:
         """The checkpoint's defaults, overridden by what the request sets (top_p/top_k only when not None)."""

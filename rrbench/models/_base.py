@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from rrbench.types import DataError, FailureKind, Judgement, Query
+from rrbench.types import ChatQuery, DataError, FailureKind, Judgement, Query
 
 T = TypeVar("T")
 
@@ -54,6 +54,20 @@ class RewardModel:
     def compare(self, queries: Sequence[Query]) -> list[Judgement]:
         """One judgement per multi-candidate query, with per-candidate scores and/or a verdict."""
         raise NotImplementedError(f"{self.name} cannot judge pairs natively")
+
+    # A general-purpose VLM judge (GPT-4.1, Gemini, a served Qwen-VL) answers any chat request with ``achat``, so it
+    # can run a benchmark's own judge protocol (rrbench.protocols.official). A reward model with its own prompt and
+    # scale (RationalRewards, PickScore) cannot, and scores generation tasks under their ``-rm`` protocols.
+    generic_judge: bool = False
+
+    async def achat(self, queries: Sequence[ChatQuery]) -> list[Judgement]:
+        """One judgement per chat request: the raw answer in ``raw`` (no parsing: the benchmark's own rule reads
+        it), or a failure (transport, refusal, data)."""
+        raise NotImplementedError(f"{self.name} answers no chat requests")
+
+    @property
+    def can_chat(self) -> bool:
+        return self.generic_judge and type(self).achat is not RewardModel.achat
 
     @property
     def can_compare(self) -> bool:

@@ -28,7 +28,7 @@ from rrbench import prompts, redact
 from rrbench.backends._base import Backend, BackendError, Completion, Message, Sampling
 from rrbench.models import _rationalrewards_format as rr
 from rrbench.models._base import RewardModel
-from rrbench.types import DataError, FailureKind, Judgement, Query, UserError
+from rrbench.types import ChatQuery, DataError, FailureKind, Judgement, Query, UserError
 
 MODES = ("pairwise", "pointwise", "verdict")
 # 2: top_p/top_k from the checkpoint's generation config in every engine (in-process vLLM forced top_p=1 before)
@@ -151,6 +151,7 @@ class VLMJudge(RewardModel):
         engine: Mapping[str, Any] | None = None,
         prompt: str = OFFICIAL,
         critic_prompts: str = "rationalrewards",
+        generic: bool = False,
     ) -> None:
         if mode not in MODES:
             raise UserError(f"-M mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -167,6 +168,7 @@ class VLMJudge(RewardModel):
                          max_tokens=max_tokens, max_pixels=max_pixels, served_model=served_model,
                          prompt=prompt, **dict(engine or {}))
         self.name = name  # type: ignore[misc]
+        self.generic_judge = generic  # answers any benchmark's own prompts (achat); not part of the fingerprint
         self.weights = weights
         self.mode = mode
         self.aggregation, self.na = aggregation, na
@@ -359,6 +361,38 @@ class VLMJudge(RewardModel):
             return Judgement(verdict=verdict, raw=text, rationale=text)
         parse = rr.parse_pairwise if spec.kind == "pairwise" else rr.parse_pointwise
         return rr.judgement_from(parse(text, query.generation), self.aggregation, self.na)
+
+    async def achat(self, queries: Sequence[ChatQuery]) -> list[Judgement]:
+        """A benchmark's own requests, sent as built (its decoding, its images): the raw answers, unparsed."""
+        out: list[Judgement] = []
+        for q in queries:  # the dispatcher sends one at a time to a server; in-process engines get their batch
+            backend = self._backend(q.generation)
+            sampling = dataclasses.replace(self.sampling, temperature=q.temperature, max_tokens=q.max_tokens)
+            try:
+                if self.engine in REMOTE:
+                    result: Any = await backend.chat(q.messages, sampling)
+                else:
+                    result = (await backend.chat_batch([q.messages], sampling))[0]
+            except (BackendError, DataError) as exc:
+                result = exc
+            except UserError:
+                raise
+            except Exception as exc:  # an engine's own fault is this request's, recorded
+                result = exc
+            out.append(self._raw(result))
+        return out
+
+    def _raw(self, result: Any) -> Judgement:
+        if isinstance(result, BackendError):
+            judgement = Judgement.failed(result.kind, str(result))
+        elif isinstance(result, DataError):
+            judgement = Judgement.failed(FailureKind.DATA, str(result))
+        elif isinstance(result, BaseException):
+            judgement = Judgement.failed(FailureKind.ERROR, f"{type(result).__name__}: {result}")
+        else:
+            flags = ("truncated",) if result.finish_reason == "length" else ()
+            judgement = _with_usage(Judgement(raw=result.text, flags=flags), result)
+        return redact.clean(judgement, redact.Scrubber.from_env(self.api_key_env, self.base_urls))
 
     # ------------------------------------------------------------------------------------------------ prompts
     def prompt_for(self, query: Query, kind: str) -> prompts.PromptSpec:

@@ -29,6 +29,14 @@ JUDGES: dict[str, tuple[str, str | None, str | None, str]] = {
     "gemini-3-pro": ("gemini-3-pro-preview", GEMINI_URL, "GEMINI_API_KEY", "api"),
     "gpt-4.1": ("gpt-4.1", OPENAI_URL, "OPENAI_API_KEY", "api"),
     "gpt-4o": ("gpt-4o", OPENAI_URL, "OPENAI_API_KEY", "api"),
+    "gpt-5": ("gpt-5", OPENAI_URL, "OPENAI_API_KEY", "api"),
+    # Served with vLLM (-M serve=true, or --base-url of a running server): the offline judges of the generation
+    # benchmarks (PICA-Bench's alternative, UniGenBench++'s EvalModels, ImgEdit's fine-tuned judge).
+    "qwen2.5-vl-72b": ("Qwen/Qwen2.5-VL-72B-Instruct", None, None, "transformers"),
+    "unigenbench-evalmodel-72b": ("CodeGoat24/UniGenBench-EvalModel-qwen-72b-v1", None, None, "transformers"),
+    "unigenbench-evalmodel-32b": ("CodeGoat24/UniGenBench-EvalModel-qwen3vl-32b-v1", None, None, "transformers"),
+    # Released as the folder ImgEdit_judge/ of the dataset repo sysuyy/ImgEdit: -M path=DIR, or serve it.
+    "imgedit-judge": ("ImgEdit_judge", None, None, "transformers"),
 }
 
 
@@ -60,7 +68,7 @@ def _factory(name: str) -> Callable[..., RewardModel]:
             name, weights, mode=mode, aggregation=aggregation, na=na, temperature=temperature,
             max_tokens=max_tokens, batch_size=batch_size, concurrency=concurrency, device=device, dtype=dtype,
             max_pixels=max_pixels, base_urls=endpoint, api_key_env=api_key_env or key_env, engine=engine,
-            prompt=prompt, **extra,
+            prompt=prompt, generic=True, **extra,
         )
 
     build.__name__ = name.replace("-", "_").replace(".", "_")
@@ -68,5 +76,6 @@ def _factory(name: str) -> Callable[..., RewardModel]:
 
 
 for _name, (_ref, _url, _key, _extra) in JUDGES.items():
-    reward_model(_name, description=f"generic VLM judge {_ref} (GenAI-Bench 4-way verdict or critique)",
+    reward_model(_name, description=f"generic VLM judge {_ref} (benchmark judge prompts, GenAI-Bench 4-way "
+                                       "verdict, or critique)",
                  extra=_extra)(_factory(_name))

@@ -239,8 +239,13 @@ class JudgeImagesStep:
             await asyncio.to_thread(image.media.image)  # a corrupt or missing file is this image's data failure
         except DataError as exc:
             return Trial(order, (Judgement.failed(FailureKind.DATA, str(exc)),), None, FailureKind.DATA)
+        return await self._judge(sample, image.index, image.media)
+
+    async def _judge(self, sample: Sample, index: int, media: Media) -> Trial:
+        """Image ``index`` (readable) judged: here the reward model's own score of it."""
+        order = (index,)
         variables = shown_variables(sample, self.task.prompt_vars, (0,))
-        query = Query(sample.prompt, (image.media,), sample.source, self.task.generation, sample.id,
+        query = Query(sample.prompt, (media,), sample.source, self.task.generation, sample.id,
                       self.task.judge_prompt, variables)
         judgement = await self.dispatcher.submit("score", query)
         if judgement.failure is not None:
