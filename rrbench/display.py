@@ -46,7 +46,8 @@ def ci(m: Mapping[str, Any], sign: bool = False) -> str:
 
 def _extra(m: Mapping[str, Any]) -> str:
     extra = m.get("extra") or {}
-    return ", ".join(f"{k}={v}" for k, v in extra.items())
+    # nested breakdowns (per dimension, per group) are run.json's and the leaderboard's, too long for a note
+    return ", ".join(f"{k}={v}" for k, v in extra.items() if not isinstance(v, Mapping | list))
 
 
 def ci_method(m: Mapping[str, Any]) -> str:

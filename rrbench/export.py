@@ -42,12 +42,15 @@ def export(run_dir: Path, out: Path, layout: str) -> int:
         result = made.get(str(sample.id))
         if result is None:
             continue
-        exported.append(sample)
+        copied = 0
         for entry in result.candidates:
             if "path" not in entry or "failure" in entry:
                 continue
             _copy(run_dir / str(entry["path"]), out / name_of(sample, int(entry["index"])))
-            written += 1
+            copied += 1
+        if copied:  # a layout's own files list what is there (PICA's meta_info.json leaves out cases with none)
+            exported.append(sample)
+        written += copied
     if layout == "official" and task.layout_files is not None:
         for name, content in task.layout_files(exported).items():
             _write(out / name, content)

@@ -57,6 +57,11 @@ def offline_env() -> bool:
                                                                                    "TRANSFORMERS_OFFLINE"))
 
 
+def local_only_active() -> bool:
+    """Whether this check must download nothing (inside ``local_only()``, as ``rrbench doctor`` runs)."""
+    return _LOCAL_ONLY.get()
+
+
 def endpoint() -> str:
     """The hub endpoint huggingface_hub talks to (``HF_ENDPOINT`` as read when it was imported)."""
     try:

@@ -7,6 +7,7 @@ rescoring and leaderboards are recomputed from what was written, never from obje
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -114,6 +115,9 @@ class Media:
     recipe: str | None = None
     render: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
     root: str | None = None  # the folder ``path`` must stay inside; None for paths rrbench or the user chose
+    # (data, its sha256) once computed by ``loaded``: kept across ``dataclasses.replace`` (a judge relabelling the
+    # MIME type), and used only while ``data`` is that very object, so replaced bytes are hashed afresh.
+    digest: tuple[bytes, str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_path(cls, path: str | Path, root: str | Path | None = None) -> Media:
@@ -154,6 +158,8 @@ class Media:
 
     @cached_property
     def sha256(self) -> str:
+        if self.digest is not None and self.digest[0] is self.data:
+            return self.digest[1]
         return hashlib.sha256(self.read_bytes()).hexdigest()
 
     @cached_property
@@ -179,6 +185,16 @@ class Media:
         """Decode to an RGB PIL image (``to_rgb``): DataError naming the image when it is corrupt or over the pixel
         limit (checked from the header, before any pixel is decoded)."""
         return decode_image(self.read_bytes(), self.describe())
+
+    def loaded(self) -> Media:
+        """This image with its bytes read once, checked (header, pixel limit, and the file's own checksums where
+        its format has them, e.g. every PNG chunk's CRC) and hashed: what is then sent, hashed again or decoded
+        never reads the file a second time. DataError naming the image when it cannot be had or is corrupt.
+
+        Cheaper than decoding: a judge that forwards the bytes (a benchmark's own protocol) never needs pixels."""
+        data = self.read_bytes()
+        verify_image(data, self.describe())
+        return dataclasses.replace(self, data=data, render=None, digest=(data, hashlib.sha256(data).hexdigest()))
 
     def describe(self) -> str:
         return shown(self.path or self.recipe or f"<{len(self.data or b'')} bytes>")
@@ -301,6 +317,16 @@ def open_image(data: bytes, what: str) -> PILImage.Image:
         raise DataError(f"image {what} has {width}x{height} = {width * height:,} pixels, over the limit of "
                         f"{limit:,} (${MAX_PIXELS_ENV}); not decoded")
     return img
+
+
+def verify_image(data: bytes, what: str) -> None:
+    """DataError unless ``data`` opens as an image within the pixel limit and passes its format's own integrity
+    check (Pillow's ``verify``: a PNG's chunks and their CRCs to the end, without decompressing pixels)."""
+    with open_image(data, what) as img:
+        try:
+            img.verify()
+        except Exception as exc:  # truncated data, a bad checksum: the bytes' fault
+            raise DataError(f"corrupt image {what}: {type(exc).__name__}: {exc}") from None
 
 
 def decode_image(data: bytes, what: str) -> PILImage.Image:
@@ -436,6 +462,9 @@ class Sample:
     label: Label
     source: tuple[Media, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    # Images only a generation benchmark's judge sees, never the generator (GEdit-Bench's judge compares the edit
+    # with ``input_image`` while the generator edits ``input_image_raw``).
+    reference: tuple[Media, ...] = ()
 
     @property
     def category(self) -> str | None:
@@ -443,7 +472,7 @@ class Sample:
         return None if value is None else str(value)
 
     def to_json(self) -> JSON:
-        return {
+        out = {
             "id": self.id,
             "prompt": self.prompt,
             "source": [m.to_json() for m in self.source],
@@ -451,6 +480,9 @@ class Sample:
             "label": self.label.to_json(),
             "meta": dict(self.meta),
         }
+        if self.reference:
+            out["reference"] = [m.to_json() for m in self.reference]
+        return out
 
 
 class TaskKind(str, Enum):
@@ -540,6 +572,9 @@ class Task:
     # Files an official output layout holds besides the images (PICA-Bench's meta_info.json), from the samples
     # exported: relative path -> bytes. ``rrbench export --layout official`` writes them next to the images.
     layout_files: Callable[[Sequence[Sample]], Mapping[str, bytes]] | None = None
+    # The names of those files that sit beside one sample's images (GEdit-Bench's ``<key>_SRCIMG.png``), so that an
+    # ``--images`` folder in the official layout does not report them as images of no sample.
+    layout_companions: Callable[[Sample], Sequence[str]] | None = None
 
     @property
     def generative(self) -> bool:

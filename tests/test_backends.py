@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 from pathlib import Path
 
@@ -80,14 +81,38 @@ def test_images_travel_as_their_own_bytes_unless_too_large() -> None:
     backend = OpenAIHTTPBackend(["http://x/v1"], "m")
 
     uri = backend._data_uri(media)
-    assert uri.startswith("data:image/") and base64.b64decode(uri.split(",", 1)[1]) == media.read_bytes()
+    assert uri.startswith(b"data:image/") and base64.b64decode(uri.split(b",", 1)[1]) == media.read_bytes()
     small = OpenAIHTTPBackend(["http://x/v1"], "m", max_pixels=64 * 64)
     uri = small._data_uri(media)
-    assert base64.b64decode(uri.split(",", 1)[1]) != media.read_bytes() and small.downscaled == 1
+    assert base64.b64decode(uri.split(b",", 1)[1]) != media.read_bytes() and small.downscaled == 1
     broken = Media.from_bytes(b"\x89PNG not really")
     with pytest.raises(BackendError) as info:
         small._data_uri(broken)
     assert info.value.kind is FailureKind.DATA
+
+
+def test_a_request_body_is_byte_for_byte_what_json_encoding_gives() -> None:
+    """The body is assembled around the images' base64 (no JSON pass over megabytes); it must be exactly the
+    compact JSON httpx's ``json=`` writes, whatever the text holds (quotes, newlines, non-ASCII, a string that looks
+    like the placeholder) and whatever MIME type a task declares."""
+    sample = next(iter(sanity(n=1).load(None)))
+    png, jpeg_as_png = sample.candidates[0], Media.from_bytes(sample.candidates[1].read_bytes(), format='x"y')
+    backend = OpenAIHTTPBackend(["http://x/v1"], "m\u00e9")
+    text = 'say "hi"\n\tcafé ☕ rrbench-image-00 \\ </script>'
+    messages = [{"role": "system", "content": "be fair"},
+                {"role": "user", "content": [{"type": "text", "text": text}, {"type": "image", "media": png},
+                                             {"type": "image", "media": jpeg_as_png}]}]
+    body = backend._body(messages, Sampling(temperature=None, max_tokens=7))
+    expected = {"model": "m\u00e9", "messages": [
+        {"role": "system", "content": "be fair"},
+        {"role": "user", "content": [
+            {"type": "text", "text": text},
+            {"type": "image_url", "image_url": {"url": "data:" + png.mime + ";base64,"
+                                                + base64.b64encode(png.read_bytes()).decode()}},
+            {"type": "image_url", "image_url": {"url": 'data:image/x"y;base64,'
+                                                + base64.b64encode(jpeg_as_png.read_bytes()).decode()}}]}],
+        "max_tokens": 7}
+    assert body == json.dumps(expected, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def test_one_overload_burst_halves_the_limit_once() -> None:

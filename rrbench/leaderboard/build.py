@@ -28,6 +28,7 @@ from pathlib import Path
 from rrbench import registry
 from rrbench.leaderboard import render
 from rrbench.leaderboard.collect import RUN_JSON, RunEntry, find_run_dirs, latest, read_entries
+from rrbench.leaderboard.generation import dimension_tables, generation_table
 from rrbench.leaderboard.reported import Reported, load_reported
 from rrbench.leaderboard.tables import Table, preference_table, task_tables
 from rrbench.store import atomic_text, publish_dir, staging_dir, write_error
@@ -50,7 +51,9 @@ def main(args: argparse.Namespace) -> int:
     check_out(out, paths, run_dirs)
     entries, skipped = read_entries(run_dirs)
     chosen = latest(entries)
-    tables = [preference_table(chosen, reported), *task_tables(chosen, reported)]
+    judged = [e for e in chosen if e.spec.get("model") is not None]  # a generation run alone has no numbers
+    tables = [preference_table(judged, reported), generation_table(judged, reported), *dimension_tables(judged),
+              *task_tables(judged, reported)]
     target = out.resolve() if out.is_symlink() else out  # the folder a link names is the one replaced
     try:
         staged = staging_dir(target)
@@ -58,7 +61,8 @@ def main(args: argparse.Namespace) -> int:
         raise write_error(out, exc) from None
     try:
         _carry_over(target, staged)
-        plots = [] if args.plots == "none" else _plots(chosen, staged, args.plots == "all")
+        dimensions = [t for t in tables if t.id.startswith("dimensions-")]
+        plots = [] if args.plots == "none" else _plots(judged, staged, args.plots == "all", dimensions)
         written = write(tables, staged, formats, plots)
         publish_dir(staged, target)  # the old files go only now, with the old folder, all at once
     except OSError as exc:
@@ -97,7 +101,7 @@ def _reported(option: str | None) -> list[Reported]:
     return load_reported(Path(option))
 
 
-def _plots(entries: Sequence[RunEntry], out: Path, aspects: bool) -> list[Path]:
+def _plots(entries: Sequence[RunEntry], out: Path, aspects: bool, dimensions: Sequence[Table]) -> list[Path]:
     try:
         import matplotlib  # noqa: F401
     except ImportError:  # an optional extra: the tables are the result, plots a view of them
@@ -106,7 +110,7 @@ def _plots(entries: Sequence[RunEntry], out: Path, aspects: bool) -> list[Path]:
         return []
     from rrbench.leaderboard import plots
 
-    return plots.write_plots([e.path for e in entries], out / "plots", aspects=aspects)
+    return plots.write_plots([e.path for e in entries], out / "plots", aspects=aspects, dimension_tables=dimensions)
 
 
 def write(tables: Sequence[Table], out: Path, formats: Sequence[str], plots: Sequence[Path]) -> list[Path]:

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rrbench.leaderboard.tables import Table
 from rrbench.metrics import MetricResult, predicted_class
+from rrbench.metrics._core import SCORE
 from rrbench.record import read_run
 from rrbench.store import load_results
 from rrbench.types import LabelKind, SampleResult, Trial, UserError
@@ -35,7 +37,7 @@ NA, MISSING = "N/A", "missing"  # the critic said "not applicable" / the aspect 
 BINS = (*SCORE_BINS, NA, MISSING)
 CRITIC_SCALE = (1.0, 4.0)
 A_FIRST, B_FIRST = (0, 1), (1, 0)
-_PLOT_FILES = re.compile(r"^(accuracy-.+|aspects-.+|position-bias)\.(png|svg)$")
+_PLOT_FILES = re.compile(r"^(accuracy-.+|aspects-.+|dimensions-.+|position-bias)\.(png|svg)$")
 _SPEC_FLAGS = {"task_args": "-T", "model_args": "-M"}  # other spec fields print as --field-name
 
 
@@ -309,10 +311,12 @@ def _tagged(label: str, result: MetricResult, name_metric: bool, name_protocol: 
 # --------------------------------------------------------------------------------------------------- drawing
 
 
-def write_plots(runs: Sequence[Path], out_dir: Path, aspects: bool = True) -> list[Path]:
+def write_plots(runs: Sequence[Path], out_dir: Path, aspects: bool = True,
+                dimension_tables: Sequence[Table] | None = None) -> list[Path]:
     """Draw every plot the runs support into ``out_dir`` (PNG and SVG each); returns the files written.
 
     ``aspects=False`` leaves out the per-run aspect figures, the one kind whose count grows with the runs.
+    ``dimension_tables``: the generation benchmarks' per-dimension tables, drawn as grouped bars.
 
     Plot files of an earlier build that this build does not write again are removed, so a regenerated folder
     never keeps a figure of a run that is no longer selected.
@@ -328,6 +332,8 @@ def write_plots(runs: Sequence[Path], out_dir: Path, aspects: bool = True) -> li
         written += _save(_draw_accuracy(task, version, points), out_dir, stem)
     for stem, ref, counts in _critic_runs(refs) if aspects else ():
         written += _save(_draw_aspects(ref, labels[ref.path], counts), out_dir, stem)
+    for table in dimension_tables or ():
+        written += _save(_draw_dimensions(table), out_dir, _safe(table.id))
     biases = _bias_groups(refs, labels)
     if biases:
         written += _save(_draw_position_bias(biases), out_dir, "position-bias")
@@ -408,9 +414,10 @@ def _draw_accuracy(task: str, version: str, points: Sequence[AccuracyPoint]) -> 
             ax.text(0.01, y, "no value", transform=ax.get_yaxis_transform(), va="center", fontsize=8)
             continue
         low, high = (r.ci_low, r.ci_high) if r.ci_low is not None and r.ci_high is not None else (r.value, r.value)
-        ax.errorbar([100 * r.value], [y], xerr=[[100 * (r.value - low)], [100 * (high - r.value)]],
+        k_ = 1.0 if r.scale == SCORE else 100.0  # a score on the judge's own scale is drawn as it is
+        ax.errorbar([k_ * r.value], [y], xerr=[[k_ * (r.value - low)], [k_ * (high - r.value)]],
                     fmt="o", color="C0", capsize=3)
-        ax.text(1.01, y, f"{100 * r.value:.1f} [{100 * low:.1f}, {100 * high:.1f}]  n={r.n_scored}",
+        ax.text(1.01, y, f"{k_ * r.value:.2f} [{k_ * low:.2f}, {k_ * high:.2f}]  n={r.n_scored}",
                 transform=ax.get_yaxis_transform(), va="center", fontsize=8)
     ax.set_yticks(ys, [p.label for p in points], fontsize=8)
     ax.set_ylim(-0.7, len(points) - 0.3)
@@ -425,7 +432,8 @@ def _accuracy_axis(points: Sequence[AccuracyPoint]) -> str:
     protocols = sorted({p.result.protocol for p in points})
     metric = metrics[0] if len(metrics) == 1 else "headline metric (named per judge)"
     protocol = f"protocol {protocols[0]}" if len(protocols) == 1 else "protocols differ: named per judge"
-    return f"{metric} (%), failures excluded; {protocol}"
+    unit = "the judge's scale" if all(p.result.scale == SCORE for p in points) else "%"
+    return f"{metric} ({unit}), failures excluded; {protocol}"
 
 
 def _draw_aspects(ref: RunRef, label: str, data: AspectCounts) -> Figure:
@@ -481,4 +489,21 @@ def _draw_position_bias(groups: Sequence[tuple[str, PositionBias]]) -> Figure:
     ax.set_ylabel("% of samples (failed trials excluded)")
     ax.set_title("Position bias: runs judged in both orders (A = the dataset's first candidate)", fontsize=10)
     ax.legend(fontsize=7, loc="upper right", ncols=3)
+    return fig
+
+
+def _draw_dimensions(table: Table) -> Figure:
+    """One group of bars per dimension (column), one bar per row (generator x judge): the breakdown at a glance."""
+    names = [c.title for c in table.columns]
+    rows = table.rows
+    fig = _figure(max(6.0, 0.5 * len(names) * max(1, len(rows)) + 2), 4.0)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(rows))
+    for k, row in enumerate(rows):
+        values = [(row.cells[c.id].value or 0.0) if c.id in row.cells else 0.0 for c in table.columns]
+        ax.bar([i + k * width for i in range(len(names))], values, width, label=f"{row.judge} ({row.setting})")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=60, ha="right", fontsize=7)
+    ax.set_title(table.title, fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
     return fig

@@ -21,7 +21,7 @@ CSV_FIELDS = ("table", "judge", "origin", "setting", "column", "metric", "failur
 
 
 def _head(table: Table) -> list[str]:
-    return ["judge", "origin", "setting", *table.info_columns, *(c.title for c in table.columns)]
+    return [table.row_title, "origin", "setting", *table.info_columns, *(c.title for c in table.columns)]
 
 
 def _origin(row: Row) -> str:

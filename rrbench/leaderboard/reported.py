@@ -19,6 +19,8 @@ from typing import Any
 from rrbench.types import UserError
 
 REQUIRED = ("judge", "task", "task_version", "metric", "value", "protocol", "source")
+# percent: an accuracy as published; score: on the benchmark's own scale (ImgEdit 1-5, GEdit 0-10)
+UNITS = ("percent", "score")
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,16 @@ class Reported:
     task: str
     task_version: str
     metric: str
-    value: float  # percent, as published
+    value: float  # as published: percent, or the benchmark's own score scale (unit)
     protocol: str
     source: str
     model: str | None = None  # the rrbench model name of the same judge, when there is one (used for row order)
     task_args: Mapping[str, Any] = field(default_factory=dict)
     note: str | None = None
+    # A generation benchmark's number: the generator it is of and its setting ("base", "+RL RationalRewards",
+    # "+test-time refine"); ``judge`` is then the benchmark judge the source used.
+    generator: str | None = None
+    setting: str | None = None
 
 
 def load_reported(path: Path) -> list[Reported]:
@@ -56,14 +62,17 @@ def _entry(path: Path, index: int, obj: Any) -> Reported:
     missing = [k for k in REQUIRED if obj.get(k) in (None, "")]
     if missing:
         raise UserError(f"{where}: missing {', '.join(missing)}")
-    value = obj["value"]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+    value, unit = obj["value"], obj.get("unit", "percent")
+    if unit not in UNITS:
+        raise UserError(f"{where}: unit must be one of {', '.join(UNITS)}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise UserError(f"{where}: value must be a number, got {value!r}")
+    if unit == "percent" and not 0 <= value <= 100:
         raise UserError(f"{where}: value must be a percentage in [0, 100], got {value!r}")
-    if obj.get("unit", "percent") != "percent":
-        raise UserError(f"{where}: unit must be 'percent'")
     args = obj.get("task_args") or {}
     if not isinstance(args, dict):
         raise UserError(f"{where}: task_args must be an object")
     return Reported(judge=str(obj["judge"]), task=str(obj["task"]), task_version=str(obj["task_version"]),
                     metric=str(obj["metric"]), value=float(value), protocol=str(obj["protocol"]),
-                    source=str(obj["source"]), model=obj.get("model"), task_args=args, note=obj.get("note"))
+                    source=str(obj["source"]), model=obj.get("model"), task_args=args, note=obj.get("note"),
+                    generator=obj.get("generator"), setting=obj.get("setting"))

@@ -127,6 +127,7 @@ class Table:
     sources: list[str] = field(default_factory=list)  # footnote [i] is sources[i - 1]
     notes: list[str] = field(default_factory=list)  # footnote *i is notes[i - 1]
     caption: str = ""
+    row_title: str = "judge"  # what a row is (the generation table's are generators); CSV and JSON keep "judge"
 
 
 # --------------------------------------------------------------------------------------------------- settings
@@ -197,10 +198,11 @@ def measured_cell(entry: RunEntry, metric: str, failure_policy: str) -> Cell | N
     m = headline(entry, metric, failure_policy)
     if m is None:
         return None
-    value = None if m.get("value") is None else 100 * float(m["value"])
+    scale = 1.0 if m.get("scale") == "score" else 100.0  # a score on the judge's own scale is shown as it is
+    value = None if m.get("value") is None else scale * float(m["value"])
     ci = None
     if m.get("ci_low") is not None and m.get("ci_high") is not None:
-        ci = (100 * float(m["ci_low"]), 100 * float(m["ci_high"]))
+        ci = (scale * float(m["ci_low"]), scale * float(m["ci_high"]))
     # n counts samples everywhere (a pair judged in both orders is one sample of two trials); older records lack it
     n = m.get("n_samples", m.get("n_units"))
     return Cell(MEASURED, value, entry.protocol_id, ci=ci, n=n, failed=int(m.get("n_failed") or 0),
@@ -250,6 +252,11 @@ def _place(row: Row, column_id: str, cell: Cell, entry_updated: str, notes: list
             return
     row.info[stamp] = entry_updated
     row.cells[column_id] = cell
+
+
+def reported_row_name(item: Reported) -> str:
+    """A published number's row: its judge, or for a generation benchmark its generator and setting."""
+    return f"{item.generator} ({item.setting or 'base'})" if item.generator else item.judge
 
 
 def _reported_cell(item: Reported, sources: _Footnotes, notes: _Footnotes) -> Cell:
@@ -342,7 +349,8 @@ def _task_table(setting: Setting, entries: Sequence[RunEntry], reported: Sequenc
             if cell is not None:
                 _place(row, column.id, cell, entry.updated, dup)
     for item in items:
-        row = rows.get(item.judge, REPORTED, item.source, item.model or item.judge)
+        name = reported_row_name(item)
+        row = rows.get(name, REPORTED, item.source, item.model or name)
         row.info.update(protocol=item.protocol, run=f"[{sources.number(item.source)}]")
         row.cells[f"{item.metric}:{PUBLISHED}"] = _reported_cell(item, sources, notes)
     out = rows.sorted()

@@ -186,6 +186,7 @@ class VLMJudge(RewardModel):
         self.concurrency = concurrency if remote else 1
         self._backends: dict[str, Backend] = {}
         self._prompts_used: dict[str, dict[str, Any]] = {}
+        self._scrub: redact.Scrubber | None = None
 
     @property
     def pairwise(self) -> bool:  # type: ignore[override]
@@ -331,7 +332,7 @@ class VLMJudge(RewardModel):
     def _judge(self, query: Query, spec: prompts.PromptSpec, result: Any) -> Judgement:
         judgement = self._answer(query, spec, result)
         # Stored as it is (sample log, cache): no secret a server echoed, no megabytes of text (rrbench/redact.py)
-        judgement = redact.clean(judgement, redact.Scrubber.from_env(self.api_key_env, self.base_urls))
+        judgement = redact.clean(judgement, self._scrubber())
         return dataclasses.replace(judgement, prompt=spec.key)
 
     def _answer(self, query: Query, spec: prompts.PromptSpec, result: Any) -> Judgement:
@@ -392,7 +393,14 @@ class VLMJudge(RewardModel):
         else:
             flags = ("truncated",) if result.finish_reason == "length" else ()
             judgement = _with_usage(Judgement(raw=result.text, flags=flags), result)
-        return redact.clean(judgement, redact.Scrubber.from_env(self.api_key_env, self.base_urls))
+        return redact.clean(judgement, self._scrubber())
+
+    def _scrubber(self) -> redact.Scrubber:
+        """The secrets of the environment as the run found them (built once: reading every variable per answer
+        costs more than a request to a fast server)."""
+        if self._scrub is None:
+            self._scrub = redact.Scrubber.from_env(self.api_key_env, self.base_urls)
+        return self._scrub
 
     # ------------------------------------------------------------------------------------------------ prompts
     def prompt_for(self, query: Query, kind: str) -> prompts.PromptSpec:

@@ -82,6 +82,10 @@ class BenchmarkJudge:
         for ``rrbench export JUDGE_RUN DIR``: the official scorer then runs on rrbench's answers as they are."""
         raise UserError(f"{self.id}: no official answer file format to export")
 
+    def for_protocol(self, protocol: Protocol) -> BenchmarkJudge:
+        """The judge of one of the task's official protocols (a benchmark may ship several requests): itself."""
+        return self
+
     async def judge(self, sample: Sample, image: Media, ask: Ask, seed: int) -> Judged:
         """Judge one image (a readable one: a missing or corrupt image never gets here). ``seed`` is the image's own
         (run seed, sample id, image index): what an official rule draws at random is drawn from it."""
@@ -96,7 +100,7 @@ class BenchmarkJudgeStep(JudgeImagesStep):
         super().__init__(task, protocol, dispatcher, source)
         if not isinstance(task.judge, BenchmarkJudge):
             raise UserError(f"task '{task.name}' has no judge protocol of its own")
-        self.judge: BenchmarkJudge = task.judge
+        self.judge: BenchmarkJudge = task.judge.for_protocol(protocol)
         self.seed = seed
 
     async def _judge(self, sample: Sample, index: int, media: Media) -> Trial:
@@ -138,7 +142,8 @@ def judge_record(task: Task, protocol: Protocol, model_name: str, model: RewardM
     benchmark's (its official judge under its official protocol) or a substitute's."""
     if not task.generative:
         return None
-    official = official_judges(task)
+    official = (task.judge.for_protocol(protocol).official if isinstance(task.judge, BenchmarkJudge)
+                and is_official(protocol) else official_judges(task))
     served = getattr(model, "served_model", None)
     out: dict[str, Any] = {"model": model_name}
     if served:
@@ -148,7 +153,7 @@ def judge_record(task: Task, protocol: Protocol, model_name: str, model: RewardM
         return out
     assert isinstance(task.judge, BenchmarkJudge)
     out.update(protocol="official", official_judges=list(official), substitute=model_name not in official,
-               judge_protocol=task.judge.describe())
+               judge_protocol=task.judge.for_protocol(protocol).describe())
     return out
 
 
