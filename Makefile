@@ -17,6 +17,10 @@ bench-quick:  ## the same at smaller sizes: a smoke run
 bench-generation:  ## generation loop vs raw diffusers, peak RSS, Ray 2 actors vs 1 (bench/generation.py; about 5 min)
 	$(PY) bench/generation.py
 
+.PHONY: bench-judging
+bench-judging:  ## judging UniGenBench++ (2,400 images) vs raw load generators, peak RSS (bench/generation_judging.py; about 6 min)
+	$(PY) bench/generation_judging.py
+
 .PHONY: mutation
 mutation:  ## mutation testing of the core modules against their fast tests (docs/mutation.md; ARGS="--module store")
 	$(PY) scripts/mutation.py $(ARGS)

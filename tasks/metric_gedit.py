@@ -80,7 +80,8 @@ def _tally(results: Sequence[SampleResult], ctx: MetricContext, value: Callable[
             images.append(image)
             units.append(Unit(result.sample_id, value(image), group))
     numbers = official_numbers(images)
-    extra = {"official": numbers["average"][name], "n_guessed": numbers["n_guessed"]}
+    groups = {g: v[name] for g, v in numbers["per_group"].items() if v[name] is not None}
+    extra = {"official": numbers["average"][name], "n_guessed": numbers["n_guessed"], "breakdown": {"group": groups}}
     return Tally(tuple(units), ledger.coverage(), None, extra=extra, aggregate=STRATA_MEAN, scale=SCORE,
                  proportion=False, unit="image")
 

@@ -36,7 +36,7 @@ COUNTED_FLAGS = ("out_of_range", "no_score", "official_crash", "truncated")
 def imgedit_type_mean(results: Sequence[SampleResult], ctx: MetricContext) -> Tally:
     units, coverage, flags = _units(results)
     scores = typescore(units)
-    extra: dict[str, Any] = {"typescore": scores, "flags": flags}
+    extra: dict[str, Any] = {"typescore": scores, "flags": flags, "breakdown": {"type": dict(scores)}}
     if scores:
         extra["overall_of_rounded_types"] = sum(scores.values()) / len(scores)
     return Tally(units, coverage, None, extra=extra, aggregate=STRATA_MEAN, scale=SCORE, proportion=False,

@@ -131,6 +131,9 @@ def pica_accuracy(results: Sequence[SampleResult], ctx: MetricContext) -> Tally:
     if cases:
         _intervals(cases, extra)
     extra["failed_calls_counted_wrong"] = dict(sorted(calls.items()))
+    # what the leaderboard's per-dimension table shows: fractions, like the value (the official fields are percent)
+    extra["breakdown"] = {name.removeprefix("by_"): {k: v["accuracy"] / 100.0 for k, v in extra[name].items()}
+                          for name, _ in GROUPS}
     return Tally(tuple(units), ledger.coverage(), None, extra=extra, proportion=True, unit="case")
 
 

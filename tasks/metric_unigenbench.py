@@ -71,6 +71,10 @@ class _Book:
             "primary_dimensions": {k: c.summary(seed) for k, c in self.primary.items()},
             "sub_dimensions": {k: self.sub[k].summary(seed) for k in sorted(self.sub)},  # line 437
             "images": dict(self.images),
+            # what the leaderboard's per-dimension table shows (fractions, like the value)
+            "breakdown": {"primary": {k.strip(): c.correct / c.total for k, c in self.primary.items() if c.total},
+                          "sub": {k: self.sub[k].correct / self.sub[k].total for k in sorted(self.sub)
+                                  if self.sub[k].total}},
         }
 
 

@@ -67,8 +67,8 @@ def test_per_dimension_and_per_task_tables_keep_every_published_row(tmp_path: Pa
     dims = table(out, dimensions[:-len(".json")])
     (row,) = dims["rows"]
     # the headline's per-type breakdown: every one of the 5 types in the copy at 3.33
-    by_type = {k: v["value"] for k, v in row["cells"].items() if k.startswith("typescore/")}
-    assert by_type == {f"typescore/{t}": pytest.approx(3.33) for t in ("adjust", "style", "extract", "replace", "add")}
+    by_type = {k: v["value"] for k, v in row["cells"].items()}
+    assert by_type == {f"type/{t}": pytest.approx(3.33) for t in ("adjust", "style", "extract", "replace", "add")}
     (per_task,) = [f for f in manifest if f.startswith("task-imgedit-bench") and f.endswith(".json")]
     rows = table(out, per_task[:-len(".json")])["rows"]
     published = {r["judge"] for r in rows if r["origin"] == "reported"}

@@ -281,6 +281,8 @@ def test_judging_an_official_folder_gives_the_hand_worked_numbers(copy: Path, tm
     assert metric(record, "gedit-o-intersection")["value"] == pytest.approx((math.sqrt(56) + 4 + 10) / 3)
     assert o["extra"]["color_alter"] == 5.0 and metric(record, "gedit-sc")["extra"]["color_alter"] == 3.0
     assert o["extra"]["official"] is None  # 8 of 11 groups empty: nan in calculate_statistics.py
+    assert o["extra"]["breakdown"]["group"] == pytest.approx(  # the leaderboard's columns: the groups with images
+        {"background_change": math.sqrt(56), "color_alter": 5.0, "subject-add": 10.0})
 
 
 def test_failures_are_counted_by_kind_and_guesses_excluded_under_the_alternative(copy: Path, tmp_path: Path) -> None:

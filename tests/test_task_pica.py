@@ -199,6 +199,9 @@ def test_a_judged_folder_gives_the_official_numbers(copy: Path, tmp_path: Path) 
     assert {k: v["accuracy"] for k, v in laws.items()} == pytest.approx(
         {"Reflection": 100 * 2 / 3, "Refraction": 100.0, "Deformation": 100 * 1 / 3})
     assert excluded["extra"]["by_category"]["Optics"]["accuracy"] == pytest.approx(100 * (2 / 3 + 1) / 2)
+    # the leaderboard's per-dimension table reads the same numbers as fractions
+    assert excluded["extra"]["breakdown"]["law"] == pytest.approx(
+        {"Reflection": 2 / 3, "Refraction": 1.0, "Deformation": 1 / 3})
     assert excluded["extra"]["by_category"]["Optics"]["qa_total"] == 5
     # coverage: case 2 had a failed call (counted wrong, and listed), case 3 no image
     assert excluded["failed_by_kind"] == {"data": 1, "http": 1} and excluded["n_scored"] == 3

@@ -207,6 +207,8 @@ def test_reasks_then_drops_and_the_hand_worked_numbers(judged: tuple[Path, Path,
         "Style": (1, 2, 0.5), "World Knowledge": (3, 3, 1.0), "Attribute ": (1, 3, 0.3333),
         "Relationship ": (1, 1, 1.0)}
     assert list(primary) == ["Style", "World Knowledge", "Attribute ", "Relationship "]  # first seen (line 429)
+    assert m["extra"]["breakdown"]["primary"] == pytest.approx(  # the leaderboard's columns: names trimmed
+        {"Style": 1 / 2, "World Knowledge": 1.0, "Attribute": 1 / 3, "Relationship": 1.0})
     sub = m["extra"]["sub_dimensions"]
     assert list(sub) == sorted(sub) and sub["Attribute - Quantity"]["total"] == 2 and sub["Attribute - Expression"][
         "correct"] == 1

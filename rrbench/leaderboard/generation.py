@@ -158,7 +158,7 @@ def _dimension_table(setting: Any, entries: Sequence[RunEntry]) -> Table | None:
         row = rows.get(f"{generator} · {entry.model}", MEASURED, where, generator)
         row.info.update(protocol=entry.protocol_id, run=entry.path.name)
         scale = 1.0 if headline.get("scale") == "score" else 100.0  # a fraction's breakdown is in fractions too
-        for name, value in breakdown(headline.get("extra") or {}).items():
+        for name, value in breakdown((headline.get("extra") or {}).get("breakdown") or {}).items():
             names.setdefault(name, None)
             shown = scale * value
             _place(row, name, Cell(MEASURED, shown, entry.protocol_id, run=entry.path.name), entry.updated, dup)
@@ -181,13 +181,13 @@ def _headline(entry: RunEntry, metric: str | None) -> Mapping[str, Any] | None:
 
 
 def breakdown(extra: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """The numbers of a metric's ``extra``, flattened (``{"law": {"refraction": 0.5}}`` -> ``law/refraction``);
-    counts (``n``-like integer fields) and anything that is not a number are left out."""
+    """A metric's ``extra["breakdown"]`` (``{kind: {name: value}}``, values on the metric's own scale), flattened:
+    ``{"law": {"refraction": 0.5}}`` -> ``law/refraction``; anything that is not a number is left out."""
     out: dict[str, float] = {}
     for key, value in extra.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(breakdown(value, f"{name}/"))
-        elif isinstance(value, float) and not isinstance(value, bool):
+        elif isinstance(value, int | float) and not isinstance(value, bool):
             out[name] = value
     return out
