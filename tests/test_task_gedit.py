@@ -352,6 +352,17 @@ def test_generate_judge_export_and_the_official_csv(copy: Path, tmp_path: Path) 
         runs = sorted(p for p in (tmp_path / "runs").iterdir() if (p / "run.json").exists())
         gen_run, judge_run = sorted(runs, key=lambda p: "judge" in json.loads((p / "run.json").read_text()))
         assert cli.main(["report", str(judge_run)]) == 0
+        # ... and a leaderboard row: the generator's base setting, in the generation table's GEdit-EN column
+        assert cli.main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "lb"), "--plots",
+                         "none"]) == 0
+        table = json.loads((tmp_path / "lb" / "generation.json").read_text())
+        column = next(c["id"] for c in table["columns"] if c["title"] == "GEdit-EN")
+        (row,) = [r for r in table["rows"] if r["origin"] == "measured"]
+        assert row["judge"].startswith("flux-kontext-dev") and row["setting"] == "base"
+        # SC min(7, 8) = 7, PQ min(9, 6) = 6 for both images: O = sqrt(42) in each of the two groups
+        assert row["cells"][column]["value"] == pytest.approx(math.sqrt(42))
+        assert "judge gpt-4.1" in row["cells"][column]["protocol"] and "substitute" not in row["cells"][column][
+            "protocol"]
         # export the generated images to the official layout, then judge that folder: the same bytes
         folder = tmp_path / "official"
         assert cli.main(["export", str(gen_run), str(folder), "--layout", "official"]) == 0
