@@ -23,6 +23,7 @@ from typing import Any
 from rrbench import registry
 from rrbench.datarecord import data_status
 from rrbench.display import ci, maker_of, number, table
+from rrbench.protocols import official
 from rrbench.types import Protocol, UserError
 
 RUNTIME_ARGS = {"base_urls": "--base-url", "api_key_env": "--api-key-env"}  # model arguments given as flags
@@ -78,6 +79,13 @@ def describe_task(entry: registry.Entry) -> str:
                       f"`rrbench run --task {task.name} --images DIR --model J`",
                   f"protocol {task.protocol.id}: mode {task.protocol.mode}, failures {task.protocol.failure_policy}, "
                   f"metrics {', '.join(task.protocol.metrics)}"]
+        lines += [f"  also --protocol {p.id}: mode {p.mode}, metrics {', '.join(p.metrics)}"
+                  for p in task.alternatives.values()]
+        judges = official.official_judges(task)
+        if judges:
+            lines.append(f"its own judge: {', '.join(judges)} (the {task.protocol.mode} protocol runs with any "
+                         "generic VLM judge; another model's numbers are labelled a substitute's; a reward model "
+                         "scores under the -rm protocol)")
     else:
         lines += ["", "protocols (--protocol NAME; --tie-policy, --failure-policy and --order override one field):"]
         lines.append(_protocol(task.protocol, default=True))
