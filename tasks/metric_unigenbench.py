@@ -14,7 +14,7 @@ images (``data``) are failures too; the official run refuses to start without th
 ``extra`` holds the official breakdown under failures excluded, in the shape of the official JSON summary
 (``{"primary_dimensions": {name: {correct, total, accuracy}}, "sub_dimensions": {...}}``, accuracy rounded to 4
 places as there, primary dimensions in first-seen order, sub dimensions sorted), each dimension with its unrounded
-``value`` and a 95% interval clustered by prompt (seed ``-P`` option ``seed``, default 0), and the image counts.
+``value`` and a 95% interval clustered by prompt (seed: the protocol option ``seed``, default 0), and the image counts.
 """
 
 from __future__ import annotations

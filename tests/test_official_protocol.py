@@ -137,7 +137,7 @@ def test_a_reward_model_scores_under_the_rm_protocol_and_cannot_take_the_officia
     code, _ = judge(images, tmp_path / "named", None, "--model", "constant", "--protocol", "official-demo")
     assert code == 2
     err = capsys.readouterr().err
-    assert "'constant' is a reward model with its own scores" in err and "-P official-demo-rm" in err
+    assert "'constant' is a reward model with its own scores" in err and "--protocol official-demo-rm" in err
 
 
 def test_export_of_a_judge_run_writes_the_official_answer_file(images: Path, tmp_path: Path) -> None:

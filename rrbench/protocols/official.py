@@ -127,7 +127,7 @@ def resolved(protocol: Protocol, task: Task, model: RewardModel, model_name: str
     why = (f"'{model_name}' is a reward model with its own scores, not a general VLM judge: it cannot answer "
            f"{task.name}'s own judge prompts")
     if named or fallback is None:
-        hint = f"; score with its own scores under -P {fallback.id}" if fallback is not None else ""
+        hint = f"; score with its own scores under --protocol {fallback.id}" if fallback is not None else ""
         raise UserError(f"{why} (use a VLM judge such as --model {', '.join(official_judges(task)) or 'gpt-4.1'}"
                         f"{hint})")
     return fallback
