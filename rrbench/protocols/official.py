@@ -138,22 +138,21 @@ def official_judges(task: Task) -> tuple[str, ...]:
 
 
 def judge_record(task: Task, protocol: Protocol, model_name: str, model: RewardModel) -> dict[str, Any] | None:
-    """run.json's ``judge``: who judged a generation task and under which protocol, and whether the numbers are the
-    benchmark's (its official judge under its official protocol) or a substitute's."""
-    if not task.generative:
+    """run.json's ``judge``: who judged a benchmark that has its own judge protocol, under which protocol, and
+    whether the numbers are the benchmark's (its official judge under its official protocol) or a substitute's.
+    None for any other task (its protocol is the task's one way of scoring)."""
+    if not task.generative or not isinstance(task.judge, BenchmarkJudge):
         return None
-    official = (task.judge.for_protocol(protocol).official if isinstance(task.judge, BenchmarkJudge)
-                and is_official(protocol) else official_judges(task))
-    served = getattr(model, "served_model", None)
     out: dict[str, Any] = {"model": model_name}
+    served = getattr(model, "served_model", None)
     if served:
         out["served_model"] = served
     if not is_official(protocol):
         out.update(protocol="reward-model", note="the judge's own scores, not the benchmark's judge protocol")
         return out
-    assert isinstance(task.judge, BenchmarkJudge)
-    out.update(protocol="official", official_judges=list(official), substitute=model_name not in official,
-               judge_protocol=task.judge.for_protocol(protocol).describe())
+    judge = task.judge.for_protocol(protocol)
+    out.update(protocol="official", official_judges=list(judge.official), substitute=model_name not in judge.official,
+               judge_protocol=judge.describe())
     return out
 
 
