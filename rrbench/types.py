@@ -654,14 +654,6 @@ class ChatQuery:
                     parts.append(str(part.get("text", "")))
         return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
-    def texts(self) -> list[str]:
-        """The text of every part, in order (for logs and tests)."""
-        out = []
-        for message in self.messages:
-            content = message.get("content")
-            out += [content] if isinstance(content, str) else [p["text"] for p in content or () if "text" in p]
-        return out
-
 
 class Verdict(str, Enum):
     """A categorical answer of a pairwise judge, in the order the candidates were shown."""

@@ -20,13 +20,13 @@ images whose answers carried each flag (``out_of_range``: a value outside 1-5, w
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-from rrbench.metrics._core import SCORE, STRATA_MEAN, Coverage, Ledger, MetricContext, Tally, Unit, trial_failure
+from rrbench.metrics._core import SCORE, STRATA_MEAN, Coverage, Ledger, MetricContext, Tally, Unit
+from rrbench.metrics.generation import image_score
 from rrbench.registry import metric
-from rrbench.types import FailureKind, SampleResult, Trial
+from rrbench.types import SampleResult
 
 COUNTED_FLAGS = ("out_of_range", "no_score", "official_crash", "truncated")
 
@@ -70,7 +70,7 @@ def _units(results: Sequence[SampleResult]) -> tuple[tuple[Unit, ...], Coverage,
             ledger.skipped(index)
             continue
         for trial in result.trials:
-            score, failure = _score(trial)
+            score, failure = image_score(trial)
             if failure is not None:
                 ledger.failed(index, failure)
             else:
@@ -79,13 +79,3 @@ def _units(results: Sequence[SampleResult]) -> tuple[tuple[Unit, ...], Coverage,
             for flag in {f for j in trial.judgements for f in j.flags if f in flags}:
                 flags[flag] += 1
     return tuple(units), ledger.coverage(), flags
-
-
-def _score(trial: Trial) -> tuple[float | None, FailureKind | None]:
-    failure = trial_failure(trial)
-    if failure is not None:
-        return None, failure
-    scores = trial.prediction.scores if trial.prediction else ()
-    if len(scores) != 1 or scores[0] is None or not math.isfinite(scores[0]):
-        return None, FailureKind.PARSE
-    return float(scores[0]), None

@@ -35,7 +35,7 @@ from rrbench.leaderboard.tables import (
     measured_cell,
     setting_of,
 )
-from rrbench.protocols.official import substitute_note
+from rrbench.protocols.official import is_substitute
 
 # (title, task, task arguments): the paper's generation columns. GEdit-EN is gedit-bench's default (lang=en).
 GENERATION: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -96,7 +96,7 @@ def generation_table(entries: Sequence[RunEntry], reported: Sequence[Reported]) 
         generator, setting = generator_row(entry)
         judge = (entry.record.get("judge") or {}).get("model", entry.model)
         flags = [f"judge {judge}"]
-        if substitute_note(entry.record):
+        if is_substitute(entry.record):
             flags.append("substitute")
         if data_status(entry.record).partial:
             flags.append("partial")

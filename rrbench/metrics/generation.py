@@ -54,7 +54,7 @@ def mean_score(results: Sequence[SampleResult], ctx: MetricContext) -> Tally:
             ledger.skipped(index)
             continue
         for trial in result.trials:
-            score, failure = _score(trial)
+            score, failure = image_score(trial)
             if failure is not None:
                 ledger.failed(index, failure)
             else:
@@ -95,7 +95,8 @@ def _credit(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _score(trial: Trial) -> tuple[float | None, FailureKind | None]:
+def image_score(trial: Trial) -> tuple[float | None, FailureKind | None]:
+    """An image trial's one finite score, or why it has none (its failure, else ``parse``)."""
     failure = trial_failure(trial)
     if failure is not None:
         return None, failure

@@ -156,14 +156,7 @@ def judge_record(task: Task, protocol: Protocol, model_name: str, model: RewardM
     return out
 
 
-def substitute_note(record: Mapping[str, Any]) -> str | None:
-    """How a number from this run must be labelled, if it is not the benchmark's own judge's."""
+def is_substitute(record: Mapping[str, Any]) -> bool:
+    """Whether a judge run's numbers come from another judge than the benchmark's own (run.json ``judge``)."""
     judge = record.get("judge")
-    if not isinstance(judge, Mapping):
-        return None
-    if judge.get("protocol") == "reward-model":
-        return f"{judge.get('model')}'s own scores (not the benchmark's judge)"
-    if judge.get("substitute"):
-        wanted = ", ".join(str(j) for j in judge.get("official_judges") or ()) or "?"
-        return f"substitute judge {judge.get('model')} (official: {wanted})"
-    return None
+    return isinstance(judge, Mapping) and bool(judge.get("substitute"))
