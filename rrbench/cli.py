@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from rrbench import __version__, metrics, registry
 from rrbench.display import describe_run
+from rrbench.refine import cli as refine_cli
 from rrbench.spec import RunSpec, load_manifest, parse_assignments
 from rrbench.types import UserError
 
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
     _add_generate(sub)
+    refine_cli.add_parser(sub)
     _add_export(sub)
     _add_ls(sub)
     _add_show(sub)
@@ -747,7 +749,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare,
     "doctor": cmd_doctor, "leaderboard": cmd_leaderboard, "report": cmd_report, "runs": cmd_runs,
-    "generate": cmd_generate, "export": cmd_export,
+    "generate": cmd_generate, "export": cmd_export, "refine": refine_cli.cmd,
 }
 
 

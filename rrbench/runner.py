@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +42,7 @@ from rrbench.protocols import official, pairwise
 from rrbench.protocols._base import SampleStep
 from rrbench.protocols.generate import GenerateStep
 from rrbench.protocols.judge_images import ImageSource, JudgeImagesStep
+from rrbench.protocols.refine import CRITIQUE
 from rrbench.record import write_run
 from rrbench.spec import SCHEMA_VERSION, RunSpec
 from rrbench.store import (
@@ -128,6 +129,8 @@ def now_iso() -> str:
 def resolve_protocol(task: Task, spec: RunSpec) -> Protocol:
     """The task's official protocol, or a named alternative, with the user's explicit overrides applied."""
     protocol = task.protocol
+    if task.generative and spec.protocol == CRITIQUE.id:  # rrbench refine's critique stage, on any generation task
+        return CRITIQUE
     if spec.protocol is not None and spec.protocol != protocol.id:
         if spec.protocol not in task.alternatives:
             names = ", ".join([task.protocol.id, *task.alternatives]) or "none"
@@ -163,6 +166,14 @@ class Runner:
     source: ImageSource | None = None  # the images a judge run judges (a generation run, or a folder)
     shards: int | None = None  # a generation run sharded over this many Ray actors (--shards, --ray)
     ray_address: str | None = None  # a running Ray cluster's address; None: a local one
+    # rrbench refine runs stages side by side in one process: a stage may bring its own per-sample step, tell the
+    # next stage of each sample it records, leave Ctrl-C to the one handler of all stages, and share a model or
+    # generator that stays loaded from one stage to the next (started by the first, closed by the caller).
+    step_factory: Callable[[Any], SampleStep] | None = None
+    on_record: Callable[[SampleResult], None] | None = None
+    own_signals: bool = True
+    keep_open: bool = False
+    start_maker: bool = True  # False: a stage that only copies images (refine's final set) loads no generator
     protocol: Protocol = field(init=False)
     _door: Dispatcher | GeneratorPool | RayGeneratorPool | None = field(init=False, default=None)
     _stop: asyncio.Event = field(init=False)
@@ -270,6 +281,8 @@ class Runner:
     def _step(self, door: Dispatcher | GeneratorPool | RayGeneratorPool) -> SampleStep:
         """The protocol's per-sample step for this run."""
         self._door = door
+        if self.step_factory is not None:
+            return self.step_factory(door)
         if isinstance(door, GeneratorPool | RayGeneratorPool):
             return GenerateStep(self.task, self.spec.seed, door, self.run_dir.path)
         assert self.model is not None
@@ -282,6 +295,8 @@ class Runner:
         return pairwise.PairwiseStep(self.task, self.protocol, self.model, door, self.spec.seed)
 
     async def _close_model(self) -> None:
+        if self.keep_open:
+            return
         if self.generator is not None:
             await self._close_generator()
             return
@@ -307,6 +322,8 @@ class Runner:
 
     async def _start_model(self) -> bool:
         """Load weights or start a server; Ctrl-C during a minutes-long start stops at once. False if stopped."""
+        if not self.start_maker:
+            return True
         maker = self.generator if self.generator is not None else self.model
         assert maker is not None
         maker.workdir = self.run_dir.path
@@ -354,6 +371,9 @@ class Runner:
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
         """First Ctrl-C/SIGTERM: stop cleanly, keep what finished. A second one interrupts at once."""
+        if not self.own_signals:
+            yield
+            return
         loop = asyncio.get_running_loop()
 
         def request_stop() -> None:
@@ -498,6 +518,8 @@ class Runner:
             result = self._failed(sample, exc, start)
         try:
             self.run_dir.append(result)
+            if self.on_record is not None:
+                self.on_record(result)
             progress.update(failed=result.failure is not None)
             self._watch_errors(result)
         except Exception as exc:  # a full disk, or the model failing every sample: the run stops
@@ -585,6 +607,7 @@ class Runner:
             "task": task_record(self.task, self.spec.task_args),
             **makers,
             "protocol": self.protocol.to_json(),
+            **({"refine": dict(self.spec.refine)} if self.spec.refine else {}),
             "provenance": provenance.collect(),
             "sessions": (sessions if isinstance(sessions, int) and not isinstance(sessions, bool) else 0) + 1,
         }

@@ -290,3 +290,25 @@ def parse(prompt: str) -> T2IPrompt | Instruction | None:
             parsed: T2IPrompt | Instruction = cls(*args)
             return parsed
     return None
+
+
+# --------------------------------------------------------------------------------------------------- refined requests
+
+EMPHASIS = "Make sure that:"  # opens the lines of a refined request that name testpoints (sanity-gen-critic's)
+
+
+def emphasised(request: str, checks: tuple[str, ...]) -> str:
+    """``request`` with ``checks`` (testpoint statements) named on lines of their own below it: the multi-line
+    refined request the ``sanity-gen-critic`` writes and the ``painter`` reads. Checks named already stay."""
+    base, named = split_request(request)
+    every = tuple(dict.fromkeys((*named, *checks)))
+    return "\n".join([base, EMPHASIS, *(f"- {check}" for check in every)]) if every else base
+
+
+def split_request(text: str) -> tuple[str, tuple[str, ...]]:
+    """A request's first line (the prompt in the scene grammar) and the testpoint statements it names."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if not lines:
+        return "", ()
+    named = tuple(line[2:].strip() for line in lines[1:] if line.startswith("- "))
+    return lines[0], named

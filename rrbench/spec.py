@@ -48,6 +48,7 @@ class RunSpec:
     generator: str | None = None  # a generation run: the generator that makes the task's images
     generator_args: Mapping[str, Any] = field(default_factory=dict)
     images: str | None = None  # a run that judges existing images: their source's identity (rrbench.imagesource)
+    refine: Mapping[str, Any] | None = None  # a stage of rrbench refine: which round, critic, rule and plan
 
     def __post_init__(self) -> None:
         if self.order is not None and self.order not in ORDERS:
@@ -83,6 +84,10 @@ class RunSpec:
             del out["generator_args"]
         else:
             out["generator_args"] = dict(self.generator_args)
+        if self.refine is None:
+            del out["refine"]
+        else:
+            out["refine"] = dict(self.refine)
         if self.model is None:
             del out["model"], out["model_args"]
         elif isinstance(self.subset, Mapping):

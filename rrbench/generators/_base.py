@@ -36,9 +36,22 @@ def image_seed(run_seed: int, sample_id: str, index: int) -> int:
     return int.from_bytes(digest[:8], "big") >> (64 - SEED_BITS)
 
 
+def redraw_seed(run_seed: int, sample_id: str, index: int, draw: int) -> int:
+    """The seed of the ``draw``-th fresh draw of an image (test-time refine with a refiner that asks for a new
+    sample, such as the identity refiner); draw 0 is the image's own seed, ``image_seed``."""
+    if draw == 0:
+        return image_seed(run_seed, sample_id, index)
+    digest = hashlib.sha256(f"rrbench-redraw:{run_seed}:{sample_id}:{index}:{draw}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - SEED_BITS)
+
+
 @dataclass(frozen=True)
 class ImageRequest:
-    """One image to make: image ``index`` of the sample, with its own seed; ``source`` holds the images to edit."""
+    """One image to make: image ``index`` of the sample, with its own seed; ``source`` holds the images to edit.
+
+    ``draw`` counts fresh draws of this image slot: 0 for the first image, n for the n-th redraw with a new seed
+    (test-time refine). A diffusion pipeline needs only the seed; the offline painter, whose errors are a rule of
+    the image index, uses it to draw as another image would."""
 
     sample_id: str
     index: int
@@ -46,6 +59,7 @@ class ImageRequest:
     prompt: str
     source: tuple[Media, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    draw: int = 0
 
 
 @dataclass(frozen=True)

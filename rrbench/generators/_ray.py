@@ -47,15 +47,17 @@ class _Wire:
     prompt: str
     source: tuple[tuple[bytes, str | None], ...]
     meta: dict[str, Any]
+    draw: int = 0
 
     @classmethod
     def of(cls, request: ImageRequest) -> _Wire:
         source = tuple((m.read_bytes(), m.format) for m in request.source)
-        return cls(request.sample_id, request.index, request.seed, request.prompt, source, dict(request.meta))
+        return cls(request.sample_id, request.index, request.seed, request.prompt, source, dict(request.meta),
+                   request.draw)
 
     def request(self) -> ImageRequest:
         source = tuple(Media.from_bytes(data, fmt) for data, fmt in self.source)
-        return ImageRequest(self.sample_id, self.index, self.seed, self.prompt, source, self.meta)
+        return ImageRequest(self.sample_id, self.index, self.seed, self.prompt, source, self.meta, self.draw)
 
 
 class _Shard:

@@ -9,11 +9,17 @@ hand: image ``i`` of a prompt violates testpoint ``j`` exactly when ``(i + j) mo
 Over any ``period`` consecutive images each testpoint is violated ``error_rate * period`` times, so with
 ``images_per_prompt`` a multiple of ``period`` every dimension's testpoint accuracy is exactly ``1 - error_rate``
 (docs/tasks/sanity-gen.md). A prompt outside the grammar fails its image (``error``), as a real pipeline might.
+
+Test-time refine: a request may name testpoints below its first line (``rrbench.scene.emphasised``, what the
+``sanity-gen-critic`` writes); a named testpoint is never violated, as a generator told what it got wrong would
+get it right. A fresh draw of an image (``ImageRequest.draw`` = d, a new seed) is painted as image ``index + d``
+would be, so re-sampling alone moves the errors by a rule one can follow by hand (docs/refine.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -29,6 +35,7 @@ from rrbench.scene import (
     Look,
     Move,
     ObjectPrompt,
+    Points,
     Recolour,
     RelationPrompt,
     Remove,
@@ -39,6 +46,7 @@ from rrbench.scene import (
     other_colour,
     other_shape,
     parse,
+    split_request,
 )
 from rrbench.scene_look import Blob, View, look
 from rrbench.scene_paint import INK, Jitter, Thing, Word, draw_thing, draw_word, paint
@@ -68,27 +76,31 @@ class Painter(Generator):
         return [self._one(request) for request in requests]
 
     def _one(self, request: ImageRequest) -> Generated:
-        parsed = parse(request.prompt)
+        base, named = split_request(request.prompt)
+        parsed = parse(base)
         if parsed is None:
             return Generated.failed(FailureKind.ERROR, f"painter cannot parse the prompt {request.prompt[:200]!r}")
         jitter = Jitter(f"painter/{request.seed}")
+        slot = _Slot(request.index + request.draw, frozenset(named))
         try:
             if isinstance(parsed, ObjectPrompt | CountPrompt | RelationPrompt | TextPrompt):
                 if request.source:
                     return Generated.failed(FailureKind.ERROR, "a text-to-image prompt came with a source image")
-                return Generated.from_image(self._paint(parsed, request.index, jitter))
+                return Generated.from_image(self._paint(parsed, slot, jitter))
             if not request.source:
                 return Generated.failed(FailureKind.ERROR, "an editing instruction came without a source image")
-            return Generated.from_image(self._edit(parsed, request.source[0].image(), request.index, jitter))
+            return Generated.from_image(self._edit(parsed, request.source[0].image(), slot, jitter))
         except DataError as exc:
             return Generated.failed(FailureKind.DATA, str(exc))
 
-    def _wrong(self, roles: Sequence[str], index: int) -> frozenset[str]:
-        return frozenset(roles[j] for j in violated(index, len(roles), self.error_rate, self.period))
+    def _wrong(self, points: Points, slot: _Slot) -> frozenset[str]:
+        """The roles this image gets wrong: those the rule picks for its slot, less those the request names."""
+        picked = violated(slot.index, len(points), self.error_rate, self.period)
+        return frozenset(points[j][0] for j in picked if points[j][1].check not in slot.named)
 
     # -- text to image ----------------------------------------------------------------------------------------
-    def _paint(self, prompt: T2IPrompt, index: int, jitter: Jitter) -> Image.Image:
-        wrong = self._wrong([role for role, _ in prompt.testpoints()], index)
+    def _paint(self, prompt: T2IPrompt, slot: _Slot, jitter: Jitter) -> Image.Image:
+        wrong = self._wrong(prompt.testpoints(), slot)
         words: list[Word] = []
         if isinstance(prompt, ObjectPrompt):
             things = _object(prompt, wrong, jitter)
@@ -101,12 +113,20 @@ class Painter(Generator):
         return paint(self.size, jitter.background(), things, words)
 
     # -- editing ----------------------------------------------------------------------------------------------
-    def _edit(self, instruction: Instruction, source: Image.Image, index: int, jitter: Jitter) -> Image.Image:
+    def _edit(self, instruction: Instruction, source: Image.Image, slot: _Slot, jitter: Jitter) -> Image.Image:
         view = look(source)
         left, right = _two_objects(view)
         scene = EditSource(Look(str(left.shape), str(left.colour)), Look(str(right.shape), str(right.colour)))
-        wrong = self._wrong([role for role, _ in instruction.testpoints(scene)], index)
+        wrong = self._wrong(instruction.testpoints(scene), slot)
         return _Editor(source, view, (left, right), jitter).apply(instruction, wrong)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Which image the error rule paints (``index`` + draw) and the testpoint statements the request names."""
+
+    index: int
+    named: frozenset[str]
 
 
 def _two_objects(view: View) -> tuple[Blob, Blob]:

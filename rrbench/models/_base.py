@@ -60,6 +60,13 @@ class RewardModel:
     # scale (RationalRewards, PickScore) cannot, and scores generation tasks under their ``-rm`` protocols.
     generic_judge: bool = False
 
+    # Test-time refine (rrbench refine): a critic answers ``score`` queries with per-aspect scores and a
+    # ``refined_prompt``. A refiner that only rewrites (no aspect scores to decide which images to keep, e.g. the
+    # blind prompt enhancer) sets ``refiner_only``; one whose rewrite is worth nothing without a fresh draw (the
+    # identity refiner: the same prompt again) sets ``new_seed_on_refine``, so the regenerated image gets a new seed.
+    refiner_only: bool = False
+    new_seed_on_refine: bool = False
+
     async def achat(self, queries: Sequence[ChatQuery]) -> list[Judgement]:
         """One judgement per chat request: the raw answer in ``raw`` (no parsing: the benchmark's own rule reads
         it), or a failure (transport, refusal, data)."""

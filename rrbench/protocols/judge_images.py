@@ -85,6 +85,11 @@ class ImageSource:
     def images(self, sample: Sample, n: int) -> list[Image]:
         raise NotImplementedError
 
+    async def fetch(self, sample: Sample, n: int) -> list[Image]:
+        """``images``, once they exist: a source that is still being made (a generation stage running beside this
+        judge, rrbench refine) waits for the sample's images here."""
+        return self.images(sample, n)
+
     def seen(self, sample: Sample, n: int) -> None:
         """The run met this sample (judged now or before): its images belong to the task."""
 
@@ -108,26 +113,35 @@ class RunSource(ImageSource):
         return f"run:{self.record.get('spec_hash')}"
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "generation-run", "path": str(self.root), "spec_hash": self.record.get("spec_hash"),
-                "task": self.record.get("task"), "generator": self.record.get("generator"),
-                "status": self.record.get("status")}
+        out = {"kind": "generation-run", "path": str(self.root), "spec_hash": self.record.get("spec_hash"),
+               "task": self.record.get("task"), "generator": self.record.get("generator"),
+               "status": self.record.get("status")}
+        if isinstance(self.record.get("refine"), dict):  # a test-time refine set: the leaderboard's "+PT" row
+            out["refine"] = self.record["refine"]
+        return out
 
     def images(self, sample: Sample, n: int) -> list[Image]:
-        result = self._by_id.get(sample.id)
-        listed = {e.get("index"): e for e in (result.candidates if result else ()) if isinstance(e, Mapping)}
-        out = []
-        for i in range(n):
-            entry = listed.get(i)
-            if entry is None:
-                out.append(Image(i, {"index": i}, failure=FailureKind.DATA,
-                                 detail=f"image {i} of this sample is not in the generation run {self.root}"))
-            elif "failure" in entry:
-                out.append(Image(i, dict(entry), failure=_kind(entry["failure"]),
-                                 detail=f"image {i} was not generated: {entry.get('detail', '')}"))
-            else:
-                media = Media.from_path(self.root / str(entry.get("path")), root=self.root)
-                out.append(Image(i, dict(entry), media))
-        return out
+        return run_images(self.root, self._by_id.get(sample.id), n)
+
+
+def run_images(root: Path, result: SampleResult | None, n: int) -> list[Image]:
+    """The ``n`` images of a sample as a generation run's record lists them (``result``; None: not in the run)."""
+    listed = {e.get("index"): e for e in (result.candidates if result else ()) if isinstance(e, Mapping)}
+    out = []
+    for i in range(n):
+        entry = listed.get(i)
+        if entry is None:
+            out.append(Image(i, {"index": i}, failure=FailureKind.DATA,
+                             detail=f"image {i} of this sample is not in the generation run {root}"))
+        elif "failure" in entry:
+            out.append(Image(i, dict(entry), failure=_kind(entry["failure"]),
+                             detail=f"image {i} was not generated: {entry.get('detail', '')}"))
+        elif not isinstance(entry.get("path"), str):  # a refine round's image that was not made again
+            out.append(Image(i, dict(entry), failure=FailureKind.DATA,
+                             detail=f"image {i} was not made in the generation run {root}"))
+        else:
+            out.append(Image(i, dict(entry), Media.from_path(root / entry["path"], root=root)))
+    return out
 
 
 class FolderSource(ImageSource):
@@ -225,7 +239,7 @@ class JudgeImagesStep:
 
     async def run(self, sample: Sample) -> SampleResult:
         start = time.perf_counter()
-        images = self.source.images(sample, self.task.images_per_prompt)
+        images = await self.source.fetch(sample, self.task.images_per_prompt)
         judged = await asyncio.gather(*(self._trial(sample, image) for image in images))
         return SampleResult(
             sample_id=sample.id, label=sample.label, trials=tuple(trial for trial, _ in judged), meta=sample.meta,
