@@ -61,11 +61,26 @@ def generator_row(entry: RunEntry) -> tuple[str, str]:
     config = generator.get("config") or {}
     shown = ", ".join(f"{k}={config[k]}" for k in sorted(config) if k not in ("lora", "path", "device", "dtype"))
     label = name + (f" ({shown})" if shown else "")
-    if source.get("refine"):
-        return label, f"+test-time refine ({source['refine'].get('critic', '?')})"
-    if config.get("lora"):
-        return label, f"+LoRA {Path(str(config['lora'])).name}"
-    return label, "base"
+    lora = f"+LoRA {Path(str(config['lora'])).name}" if config.get("lora") else ""
+    if isinstance(source.get("refine"), Mapping):
+        return label, " ".join(filter(None, (lora, refine_setting(source["refine"]))))
+    return label, lora or "base"
+
+
+def refine_setting(refine: Mapping[str, Any]) -> str:
+    """The paper's "+PT" row of a refine's final set: which critic, and the rule and round where not the default
+    (rrbench refine); the baseline refiners read as the paper names them."""
+    critic = str(refine.get("critic", "?"))
+    if critic == "prompt-enhancer":
+        name = "+blind prompt enhancer"
+    elif critic == "identity":
+        name = "+resample (identity refiner)"
+    else:
+        name = f"+test-time refine ({critic})"
+    details = [str(refine["accept"])] if refine.get("accept") not in (None, "rr-code", "always") else []
+    if isinstance(refine.get("round"), int) and refine["round"] > 1:
+        details.append(f"round {refine['round']}")
+    return name + (f" [{', '.join(details)}]" if details else "")
 
 
 def _headline_metric(entry: RunEntry) -> str | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from rrbench.spec import parse_assignments
 
-DEMO = {"task": "sanity-gen", "generator": "painter", "generator_args": {"error_rate": 0.25},
+DEMO: dict[str, Any] = {"task": "sanity-gen", "generator": "painter", "generator_args": {"error_rate": 0.25},
         "critic": "sanity-gen-critic", "judge": "sanity-gen-judge"}
 
 EPILOG = """\
@@ -87,7 +87,7 @@ def job_of(args: argparse.Namespace) -> Any:
     from rrbench.refine.run import MAX_REQUEST_CHARS, Job
 
     demo = not (args.task or args.generator or args.critic)
-    fields = dict(DEMO) if demo else {}
+    fields: dict[str, Any] = dict(DEMO) if demo else {}
     given = {"task": args.task, "generator": args.generator, "critic": args.critic, "judge": args.model}
     fields.update({k: v for k, v in given.items() if v})
     for name in ("task", "generator", "critic"):
