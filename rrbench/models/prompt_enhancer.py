@@ -170,9 +170,11 @@ def prompt_enhancer(
     api_key_env: str | None = None,
     **engine: Any,
 ) -> RewardModel:
-    """``path``: weights (hub id or folder, default Qwen3-VL-8B-Instruct); ``served_model``: the model's name on the
-    server; ``temperature``/``max_tokens``: decoding of the rewrite (greedy, 1024 tokens); engine settings as the VLM
-    judges'."""
+    """A text-only rewrite of the benchmark prompt (never the image) as the refined request, for `rrbench refine`.
+
+    Weights: -M path= (default Qwen3-VL-8B-Instruct), or a server: --base-url URL -M served_model=NAME. Decoding:
+    greedy (-M temperature=0.0), at most -M max_tokens=1024; other engine settings as the VLM judges'.
+    docs/models/refiners.md has the instructions it sends."""
     ref = path or WEIGHTS
     return PromptEnhancer(
         "prompt-enhancer", {"t2i": ref, "edit": ref}, mode="pointwise", temperature=temperature,
