@@ -234,3 +234,43 @@ def test_paired_gain_by_hand() -> None:
     # A resample draws a twice (gain 0.5), b twice (0) or one of each (0.25): the CI lies within [0, 0.5] and,
     # with 1000 resamples, reaches both ends (each has probability 1/4).
     assert (gain["ci_low"], gain["ci_high"]) == (0.0, 0.5)
+
+
+def test_judged_final_sets_are_the_papers_plus_pt_rows(tmp_path: Path) -> None:
+    from rrbench.leaderboard.collect import RunEntry
+    from rrbench.leaderboard.generation import generator_row
+
+    summary = refine(tmp_path, *DEMO, "-G", "error_rate=0.25", "--accept", "rr-paper", "--rounds", "2")
+    rows = [generator_row(RunEntry(tmp_path / name, json.loads((tmp_path / name / "run.json").read_text())))
+            for name in summary["stages"]["judges"]]
+    label = "painter (error_rate=0.25, period=4, size=256)"
+    assert rows == [(label, "base"), (label, "+test-time refine (sanity-gen-critic) [rr-paper]"),
+                    (label, "+test-time refine (sanity-gen-critic) [rr-paper, round 2]")]
+    record = json.loads((tmp_path / summary["stages"]["judges"][1] / "run.json").read_text())
+    record["source"]["generator"]["config"]["lora"] = "/ckpt/rl-step-400"
+    record["source"]["refine"]["critic"] = "prompt-enhancer"
+    assert generator_row(RunEntry(tmp_path, record))[1] == "+LoRA rl-step-400 +blind prompt enhancer [rr-paper]"
+
+
+def test_the_report_shows_each_slot_side_by_side(tmp_path: Path) -> None:
+    summary = refine(tmp_path, *DEMO, "-G", "error_rate=0.25", "-T", "images_per_prompt=1")
+    page = next(tmp_path.glob("*__refine-*/report.html")).read_text()
+    regenerated = [s for s in summary["slots"] if s["outcome"] == "regenerated"]
+    assert regenerated and page.count("<section class='slot'>") == len(summary["slots"]) == 12
+    # Each regenerated slot: two images (base, final) and its multi-line refined request, escaped.
+    first = regenerated[0]
+    assert first["history"][0]["request"].count("\n") >= 2
+    assert first["history"][0]["request"].replace('"', "&quot;").split("\n")[0] in page
+    assert page.count("<img class=\"thumb\"") == 2 * 12
+
+
+def test_an_unreachable_critic_is_one_line_and_leaves_no_critique_run(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code = cli.main(["refine", "--output", str(out), "--quiet", "--task", "sanity-gen", "-T", "n=4", "--generator",
+                     "painter", "--critic", "rationalrewards-8b", "--base-url", "http://127.0.0.1:9/v1", "-M",
+                     "served_model=x", "--model", "sanity-gen-judge"])
+    assert code == 2
+    assert "cannot reach http://127.0.0.1:9/v1" in capsys.readouterr().err.strip().splitlines()[-1]
+    # The base set keeps what it made (resumable); the critique run that never started leaves no directory.
+    assert [p.name.split("__")[1] for p in out.iterdir()] == ["gen-painter"]

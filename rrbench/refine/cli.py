@@ -103,7 +103,8 @@ def job_of(args: argparse.Namespace) -> Any:
         generator_args={**fields.get("generator_args", {}), **parse_assignments(args.generator_args, "-G")},
         critic_args=parse_assignments(args.critic_args, "-M"), judge_args=parse_assignments(args.judge_args, "-J"),
         data=args.data, limit=args.limit, subset=args.subset, seed=args.seed, rounds=args.rounds,
-        accept=args.accept, max_request_chars=args.max_request_chars or MAX_REQUEST_CHARS,
+        accept=args.accept,
+        max_request_chars=MAX_REQUEST_CHARS if args.max_request_chars is None else args.max_request_chars,
         output=Path(args.output or "runs"),
         critic_runtime={k: v for k, v in (("base_urls", args.base_urls), ("api_key_env", args.api_key_env)) if v},
         judge_runtime={k: v for k, v in (("base_urls", args.judge_base_urls),
@@ -141,10 +142,11 @@ def cmd(args: argparse.Namespace) -> int:
 
 
 def _preflight(job: Any, judge: str) -> None:
-    """What the judge needs (weights, a key, a server), said before the first image is made."""
+    """What the critic and the judge need (weights, a key, a server), said before the first image is made."""
     from rrbench.doctor import preflight
     from rrbench.spec import RunSpec
 
-    spec = RunSpec(task=job.task, model=judge, task_args=job.task_args, model_args=job.judge_args, data=job.data)
-    preflight([spec], {"base_urls": job.judge_runtime.get("base_urls"),
-                       "api_key_env": job.judge_runtime.get("api_key_env")})
+    for model, args, runtime in ((job.critic, job.critic_args, job.critic_runtime),
+                                 (judge, job.judge_args, job.judge_runtime)):
+        spec = RunSpec(task=job.task, model=model, task_args=job.task_args, model_args=args, data=job.data)
+        preflight([spec], {"base_urls": runtime.get("base_urls"), "api_key_env": runtime.get("api_key_env")})

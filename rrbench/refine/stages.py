@@ -23,6 +23,7 @@ from rrbench.models._base import RewardModel
 from rrbench.protocols.refine import CRITIQUE, AssembleStep, CritiqueStep, RegenerateStep, Relay, StageSource
 from rrbench.record import read_run_dict
 from rrbench.runner import Runner
+from rrbench.session import discard_unused
 from rrbench.spec import RunSpec
 from rrbench.store import RunDir, load_results
 from rrbench.types import Sample, SampleResult, Task, UserError
@@ -68,19 +69,31 @@ class Stages:
         if not self.complete(crit):
             crit_runner = self._runner(crit, task, model=self.critic, source=source,
                                        step_factory=lambda door: CritiqueStep(task, door, source))
-        gen_status = await self._run(jobs[0]) if jobs and crit_runner is None else None
         if jobs and crit_runner is not None:
-            crit_job = asyncio.ensure_future(self._run(crit_runner))
-            gen_status = await self._run(jobs[0])
-            if gen_status != DONE:  # the critique cannot finish: it stops as on Ctrl-C, keeping what it has
-                stopped.set()
-                crit_runner._request_stop("the generation stage stopped")
-            relay.close()
-            crit_status = await crit_job
+            gen_status, crit_status = await self._side_by_side(jobs[0], crit_runner, relay, stopped)
         else:
+            gen_status = await self._run(jobs[0]) if jobs else DONE
             crit_status = await self._run(crit_runner) if crit_runner is not None else DONE
-        return (Outcome(gen, gen_dir, gen_status or DONE),
-                Outcome(crit, self.output / crit.dirname(), crit_status))
+        return (Outcome(gen, gen_dir, gen_status), Outcome(crit, self.output / crit.dirname(), crit_status))
+
+    async def _side_by_side(self, gen: Runner, crit: Runner, relay: Relay, stopped: asyncio.Event) -> tuple[str, str]:
+        """Both stages at once. If the generation stops early, the critique stops with it (keeping what it has); if
+        the critique stops early (its critic cannot start, say), the generation stops too, so the error is said now
+        rather than after every image is made."""
+        crit_job = asyncio.ensure_future(self._run(crit))
+        gen_job = asyncio.ensure_future(self._run(gen))
+        await asyncio.wait({gen_job, crit_job}, return_when=asyncio.FIRST_COMPLETED)
+        if crit_job.done() and not gen_job.done() and not _finished(crit_job):
+            gen._request_stop("the critique stage stopped")
+        try:
+            gen_status = await gen_job
+        finally:
+            if not _finished(gen_job):
+                stopped.set()
+                if not crit_job.done():
+                    crit._request_stop("the generation stage stopped")
+            relay.close()
+        return gen_status, await crit_job
 
     async def assemble(self, spec: RunSpec, task: Task) -> Outcome:
         """The final set after a round: the chosen image of every slot, copied into a generation run of its own."""
@@ -112,11 +125,17 @@ class Stages:
         if self._stopping:
             return "interrupted"
         self._running.append(runner)
+        new = not runner.run_dir.path.exists()
         try:
             outcome = await runner._main()
+        except BaseException:
+            if new:  # a stage that failed to start leaves no directory behind (session.execute does the same)
+                discard_unused(runner.run_dir.path, None)
+            raise
         finally:
             self._running.remove(runner)
-        print(f"  {runner.spec.task} x {runner.spec.maker}: {outcome.status} ({outcome.run_dir.name})")
+        if not self.options.get("quiet"):
+            print(f"  {runner.spec.task} x {runner.spec.maker}: {outcome.status} ({outcome.run_dir.name})")
         return str(outcome.status)
 
     @contextlib.contextmanager
@@ -145,6 +164,11 @@ class Stages:
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+
+def _finished(job: asyncio.Future[str]) -> bool:
+    """A stage's job that ended complete (not raised, not cancelled, not stopped early)."""
+    return job.done() and not job.cancelled() and job.exception() is None and job.result() == DONE
 
 
 def _recorded(path: Path, finished_only: bool) -> list[SampleResult]:

@@ -151,6 +151,11 @@ def lines(summary: Mapping[str, Any]) -> list[str]:
     out.append(f"  images: {counts['total']}, final image regenerated: {counts['regenerated']}"
                + (f" ({100 * share:.1f}%)" if share is not None else "")
                + "; " + ", ".join(f"{k} {v}" for k, v in counts["by_outcome"].items()))
+    unmade = {k: v for k, v in counts["by_outcome"].items() if k not in (plan.KEPT, plan.REGENERATED)}
+    if unmade:
+        out.append(f"  note: {sum(unmade.values())} images kept their earlier image for a reason other than the "
+                   f"rule ({', '.join(f'{k} {v}' for k, v in unmade.items())}); the critiques are in "
+                   f"{', '.join(summary['stages']['critiques'])}")
     for when in ("before", "after"):
         means = summary["critic_scores"][when]
         if means:
