@@ -122,6 +122,22 @@ class Outcome:
     cache_hits: int = 0
 
 
+@contextlib.contextmanager
+def on_signals(handler: Callable[[], None]) -> Iterator[None]:
+    """Call ``handler`` on SIGINT/SIGTERM while the block runs (in the running event loop, where it can set events)."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -374,23 +390,14 @@ class Runner:
         if not self.own_signals:
             yield
             return
-        loop = asyncio.get_running_loop()
 
         def request_stop() -> None:
             if self._stop.is_set():
                 raise KeyboardInterrupt
             self._request_stop("stopping")
 
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, request_stop)
-                installed.append(sig)
-        try:
+        with on_signals(request_stop):
             yield
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
 
     def _request_stop(self, why: str) -> None:
         self._stop.set()

@@ -274,3 +274,12 @@ def test_an_unreachable_critic_is_one_line_and_leaves_no_critique_run(tmp_path: 
     assert "cannot reach http://127.0.0.1:9/v1" in capsys.readouterr().err.strip().splitlines()[-1]
     # The base set keeps what it made (resumable); the critique run that never started leaves no directory.
     assert [p.name.split("__")[1] for p in out.iterdir()] == ["gen-painter"]
+
+
+def test_critique_stages_are_not_ranked_on_leaderboards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    summary = refine(tmp_path, *DEMO, "-G", "error_rate=0.25", "-T", "n=4")
+    assert cli.main(["leaderboard", str(tmp_path), "--out", str(tmp_path / "lb"), "--plots", "none"]) == 0
+    said = capsys.readouterr()
+    for critique in summary["stages"]["critiques"]:
+        assert f"{critique}: a critique stage of rrbench refine" in said.out + said.err
+    assert "sanity-gen-critic" not in (tmp_path / "lb" / "task-sanity-gen-v1-n=4.md").read_text()

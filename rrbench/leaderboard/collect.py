@@ -94,6 +94,8 @@ def read_entries(run_dirs: Iterable[Path]) -> tuple[list[RunEntry], list[str]]:
             skipped.append(f"{path}: {RUN_JSON} is not an rrbench run record")
         elif not isinstance(record["spec"], dict) or not record["spec"].get("model"):
             skipped.append(f"{path}: a generation run (no judge); leaderboards rank judges")
+        elif record["spec"].get("protocol") == "refine-critique":
+            skipped.append(f"{path}: a critique stage of rrbench refine (its numbers are the refine's own)")
         elif record.get("status") != "complete":
             skipped.append(f"{path}: status {record.get('status')!r}, only complete runs count")
         else:

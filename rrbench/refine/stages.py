@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from rrbench.generators._base import Generator
 from rrbench.models._base import RewardModel
 from rrbench.protocols.refine import CRITIQUE, AssembleStep, CritiqueStep, RegenerateStep, Relay, StageSource
 from rrbench.record import read_run_dict
-from rrbench.runner import Runner
+from rrbench.runner import Runner, on_signals
 from rrbench.session import discard_unused
 from rrbench.spec import RunSpec
 from rrbench.store import RunDir, load_results
@@ -141,7 +140,6 @@ class Stages:
     @contextlib.contextmanager
     def signals(self) -> Iterator[None]:
         """First Ctrl-C/SIGTERM: every running stage stops cleanly, keeping what finished. A second: at once."""
-        loop = asyncio.get_running_loop()
 
         def stop() -> None:
             if self._stopping:
@@ -150,16 +148,8 @@ class Stages:
             for runner in list(self._running):
                 runner._request_stop("stopping")
 
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stop)
-                installed.append(sig)
-        try:
+        with on_signals(stop):
             yield
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
 
     @property
     def stopping(self) -> bool:
