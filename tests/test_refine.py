@@ -174,11 +174,16 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
 # ----------------------------------------------------------------------------------------------------- units
 
 
-def test_rules_read_na_as_not_applicable_and_missing_as_zero() -> None:
+def test_rules_read_na_and_missing_scores_as_the_reference_code_does() -> None:
     assert keeps("rr-code", {TF: 3.0, PVQ: 3.0, IF: 1.0, TR: 1.0})  # the code reads only TF and PVQ
     assert not keeps("rr-code", {TF: 2.9, PVQ: 4.0})
-    assert keeps("rr-code", {TF: None, PVQ: 4.0})  # N/A never blocks
-    assert not keeps("rr-code", {PVQ: 4.0})  # a missing score is 0, as in the reference code
+    assert not keeps("rr-code", {PVQ: 4.0})  # a missing score is 0 (.get(..., 0))
+    assert not keeps("rr-code", {TF: 4.0})
+    # "N/A" >= 3 raises TypeError there, and the row is skipped: the image stays. Text Faithfulness is compared
+    # first, so a low one regenerates before an N/A quality is ever compared.
+    assert keeps("rr-code", {TF: None, PVQ: 1.0})
+    assert keeps("rr-code", {TF: 3.0, PVQ: None})
+    assert not keeps("rr-code", {TF: 2.0, PVQ: None})
     assert not keeps("rr-paper", {TF: 4.0, PVQ: 4.0, TR: 2.0})
     assert keeps("rr-paper", {TF: 4.0, PVQ: 4.0, TR: None, IF: 3.0})
     assert not keeps("always", {TF: 4.0, PVQ: 4.0})

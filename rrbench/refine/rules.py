@@ -4,9 +4,8 @@ Named and recorded in every refine stage's spec. The reference is the RationalRe
 (TIGER-AI-Lab/RationalRewards, commit 44e27ab, ``test_time_prompt_tuning/inference_with_refinedprompt.py``):
 
 * ``rr-code`` (the default): keep an image when Text Faithfulness >= 3 and Physical and Visual Quality >= 3
-  (lines 148-150; Image Faithfulness and Text Rendering are not read). A missing score counts 0 there, and so here
-  (the image is regenerated); an "N/A" crashes the code comparing a string with 3, while here an N/A (``None``)
-  aspect is not applicable, so it never blocks.
+  (lines 148-150; Image Faithfulness and Text Rendering are not read), quirks included: a missing score counts 0;
+  an N/A that the comparison reaches keeps the image (the code's TypeError skips the row, line 190).
 * ``rr-paper``: the paper's text: regenerate when any applicable aspect is below 3 (N/A aspects are skipped).
 * ``always``: regenerate every image (the baseline refiners, which give no scores, use this one).
 * ``best-of``: regenerate what ``rr-code`` would, critique the new image, and keep whichever of the two the critic
@@ -22,7 +21,8 @@ from rrbench.types import UserError
 THRESHOLD = 3.0
 TF, IF, PVQ, TR = "Text Faithfulness", "Image Faithfulness", "Physical and Visual Quality", "Text Rendering"
 RULES: dict[str, str] = {
-    "rr-code": "keep if Text Faithfulness >= 3 and Physical and Visual Quality >= 3 (the reference code; N/A passes)",
+    "rr-code": "keep if Text Faithfulness >= 3 and Physical and Visual Quality >= 3 (the reference code, its N/A "
+               "and missing-score quirks included)",
     "rr-paper": "regenerate if any applicable aspect < 3 (the paper's text; N/A aspects are skipped)",
     "always": "regenerate every image",
     "best-of": "regenerate as rr-code, then keep the one of the two images the critic scores higher",
@@ -45,11 +45,18 @@ def keeps(rule: str, aspects: Mapping[str, float | None]) -> bool:
         return False
     if rule == "rr-paper":
         return all(value is None or value >= THRESHOLD for value in aspects.values())
-    return all(_passes(aspects, name) for name in (TF, PVQ))
+    return _reference_keeps(aspects)
 
 
-def _passes(aspects: Mapping[str, float | None], name: str) -> bool:
-    if name not in aspects:
-        return False  # as the reference code, whose .get(..., 0) makes a missing score 0
-    value = aspects[name]
-    return value is None or value >= THRESHOLD
+def _reference_keeps(aspects: Mapping[str, float | None]) -> bool:
+    """Line 150, ``text >= 3 and physical >= 3``, read as Python runs it: a missing score is 0 (``.get(.., 0)``,
+    lines 148-149), and an N/A (the string "N/A" there) raises TypeError when it is compared, which the ``except``
+    of line 190 turns into skipping the row: the base image stays. Python compares Text Faithfulness first and stops
+    at a low one, so an N/A Physical and Visual Quality keeps the image only when Text Faithfulness is >= 3."""
+    text = aspects.get(TF, 0.0)
+    if text is None:
+        return True
+    if text < THRESHOLD:
+        return False
+    physical = aspects.get(PVQ, 0.0)
+    return physical is None or physical >= THRESHOLD
