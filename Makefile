@@ -21,6 +21,10 @@ bench-generation:  ## generation loop vs raw diffusers, peak RSS, Ray 2 actors v
 bench-judging:  ## judging UniGenBench++ (2,400 images) vs raw load generators, peak RSS (bench/generation_judging.py; about 6 min)
 	$(PY) bench/generation_judging.py
 
+.PHONY: bench-refine
+bench-refine:  ## refine: overlap of critique and generation vs the stages one after another (bench/refine.py; about 2 min)
+	$(PY) bench/refine.py
+
 .PHONY: mutation
 mutation:  ## mutation testing of the core modules against their fast tests (docs/mutation.md; ARGS="--module store")
 	$(PY) scripts/mutation.py $(ARGS)

@@ -147,7 +147,8 @@ class OpenAIHTTPBackend(Backend):
 
     async def start(self) -> None:
         if self._client is None:
-            httpx = self._httpx = require("httpx", "api")
+            # Imported off the event loop (~0.16 s): a refine generation stage running beside this start goes on.
+            httpx = self._httpx = await asyncio.to_thread(require, "httpx", "api")
             # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under us mid-request.
             limits = httpx.Limits(max_connections=self.limit.maximum * 2, max_keepalive_connections=self.limit.maximum,
                                   keepalive_expiry=4.0)
