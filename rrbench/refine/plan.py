@@ -161,8 +161,9 @@ def choices(slots: Slots) -> Plan:
     """What the final set holds, by sample: each slot's current image, where it is and why."""
     out: Plan = {}
     for slot in sorted(slots.values(), key=lambda s: s.key):
+        entry = {k: v for k, v in slot.entry.items() if k != "latency_s"}  # timing is not the image: not in the name
         out.setdefault(slot.sample_id, []).append(
-            {"index": slot.index, "run": slot.run, "entry": slot.entry, "round": slot.round, "outcome": slot.outcome})
+            {"index": slot.index, "run": slot.run, "entry": entry, "round": slot.round, "outcome": slot.outcome})
     return out
 
 
