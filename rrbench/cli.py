@@ -378,7 +378,7 @@ def _generate_spec(args: argparse.Namespace, defaults: dict[str, str]) -> tuple[
         **{k: getattr(args, k) for k in ("limit", "seed", "data", "subset") if getattr(args, k) is not None},
     })
     options = {k: getattr(args, k) for k in ("concurrency", "no_resume", "quiet", "call_timeout")
-               if getattr(args, k, None) not in (None, False)}
+               if getattr(args, k, None) is not None and getattr(args, k, None) is not False}
     return spec, Path(args.output or "runs"), {**options, **_sharding(args, spec), "no_cache": True}
 
 

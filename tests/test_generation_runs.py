@@ -309,3 +309,23 @@ def test_a_folder_in_another_layout_and_an_export_into_a_file_are_one_line(tmp_p
     assert exported.returncode == 2
     assert exported.stderr.strip().splitlines() == [
         f"rrbench: error: cannot write {tmp_path / 'afile' / 'sub'}/t2i-0000-object_0.png: Not a directory"]
+
+
+def test_zero_is_a_value_of_the_generate_flags_not_their_absence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """0 equals False in Python: a filter "not in (None, False)" dropped --concurrency 0 (run with the default)
+    and --call-timeout 0 (the deadline stayed on instead of off)."""
+    assert cli.main(["generate", "--output", str(tmp_path / "a"), "--quiet", "-T", "n=1", "--concurrency", "0"]) == 2
+    assert "--concurrency must be at least 1, not 0" in capsys.readouterr().err
+    from rrbench import session
+
+    seen: dict[str, Any] = {}
+    real = session.Runner
+
+    def spy(**kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(session, "Runner", spy)
+    generate(tmp_path / "b", "-T", "n=1", "--call-timeout", "0")
+    assert seen["call_timeout_s"] == 0

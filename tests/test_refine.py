@@ -154,6 +154,8 @@ def test_stages_name_their_sources(tmp_path: Path) -> None:
     (["--critic", "identity", "--accept", "rr-code"], "gives no aspect scores"),
     (["--accept", "sometimes"], "unknown accept rule"),
     (["--rounds", "0"], "--rounds must be"),
+    (["--concurrency", "0"], "--concurrency must be at least 1"),
+    (["--max-request-chars", "0"], "--max-request-chars must be a positive number"),
     (["--task", "sanity"], "refine needs a generation task"),
     (["--model", "no-such-judge"], "no-such-judge"),
 ])

@@ -96,7 +96,7 @@ def job_of(args: argparse.Namespace) -> Any:
 
             raise UserError(f"--{name} is required (or give none of --task/--generator/--critic for the demo)")
     options = {k: getattr(args, k) for k in ("concurrency", "quiet", "call_timeout", "cache", "no_cache")
-               if getattr(args, k) not in (None, False)}
+               if getattr(args, k) is not None and getattr(args, k) is not False}
     return Job(
         task=fields["task"], generator=fields["generator"], critic=fields["critic"], judge=fields.get("judge"),
         task_args=parse_assignments(args.task_args, "-T"),

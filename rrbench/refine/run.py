@@ -66,6 +66,9 @@ class Job:
         if isinstance(self.max_request_chars, bool) or not isinstance(self.max_request_chars, int) \
                 or self.max_request_chars < 1:
             raise UserError(f"--max-request-chars must be a positive number, not {self.max_request_chars!r}")
+        concurrency = self.options.get("concurrency")
+        if concurrency is not None and concurrency < 1:
+            raise UserError(f"--concurrency must be at least 1, not {concurrency}")
 
 
 @dataclass

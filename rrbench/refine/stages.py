@@ -21,7 +21,7 @@ from rrbench.generators._base import Generator
 from rrbench.models._base import RewardModel
 from rrbench.protocols.refine import CRITIQUE, AssembleStep, CritiqueStep, RegenerateStep, Relay, StageSource
 from rrbench.record import read_run_dict
-from rrbench.runner import Runner, on_signals
+from rrbench.runner import DEFAULT_CONCURRENCY, Runner, on_signals
 from rrbench.session import discard_unused
 from rrbench.spec import RunSpec
 from rrbench.store import RunDir, load_results
@@ -115,7 +115,7 @@ class Stages:
     def _runner(self, spec: RunSpec, task: Task, **parts: Any) -> Runner:
         return Runner(
             spec=spec, task=task, model=parts.pop("model", None), run_dir=RunDir(self.output / spec.dirname()),
-            cache=self.cache, concurrency=self.options.get("concurrency") or 32,
+            cache=self.cache, concurrency=self.options.get("concurrency") or DEFAULT_CONCURRENCY,
             progress_enabled=not self.options.get("quiet"), call_timeout_s=self.options.get("call_timeout"),
             own_signals=False, keep_open=True, **parts,
         )
