@@ -7,6 +7,7 @@ The public API, for plug-ins and for ``training/`` (which import only this modul
     from rrbench import Query, Judgement, RewardModel, FailureKind             # judging
     from rrbench import Generator, ImageRequest, Generated, image_seed         # generating
     from rrbench import RewardFunction                                         # any reward model as a reward
+    from rrbench import build_task, build_model, ChatQuery, critique           # building blocks for training/
     from rrbench import UserError, DataError
 
 Names are imported on first use, so ``import rrbench`` stays cheap (no torch, no plug-ins).
@@ -30,9 +31,12 @@ _EXPORTS = {
     "Generator": "rrbench.generators._base", "ImageRequest": "rrbench.generators._base",
     "Generated": "rrbench.generators._base", "image_seed": "rrbench.generators._base",
     "RewardFunction": "rrbench.reward",
+    "build_task": "rrbench.registry", "build_model": "rrbench.registry", "ChatQuery": "rrbench.types",
+    "critique": "rrbench.critique",
 }
 
 __all__ = [
+    "ChatQuery",
     "DataError",
     "FailureKind",
     "Generated",
@@ -52,6 +56,9 @@ __all__ = [
     "TaskInfo",
     "TaskKind",
     "UserError",
+    "build_model",
+    "build_task",
+    "critique",
     "generator",
     "image_seed",
     "metric",
@@ -61,11 +68,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from rrbench import critique
     from rrbench.generators._base import Generated, Generator, ImageRequest, image_seed
     from rrbench.models._base import RewardModel
-    from rrbench.registry import generator, metric, reward_model, rule, task
+    from rrbench.registry import build_model, build_task, generator, metric, reward_model, rule, task
     from rrbench.reward import RewardFunction
     from rrbench.types import (
+        ChatQuery,
         DataError,
         FailureKind,
         Judgement,
@@ -87,6 +96,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'rrbench' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    value = imported if module == f"rrbench.{name}" else getattr(imported, name)  # a module exported as a whole
     globals()[name] = value
     return value

@@ -157,6 +157,16 @@ def get(kind: Kind, name: str) -> Entry:
         raise UserError(_unknown_message(kind, name)) from None
 
 
+def build_task(name: str, **args: Any) -> Any:
+    """The registered task ``name`` built with its arguments (the public way for code outside rrbench)."""
+    return get("task", name).build(**args)
+
+
+def build_model(name: str, **args: Any) -> Any:
+    """The registered reward model ``name`` built with its arguments (weights load at ``astart``)."""
+    return get("model", name).build(**args)
+
+
 def find(kind: Kind, name: str) -> Entry | None:
     """The entry of this name, or None (callers that word their own error)."""
     load_plugins()
