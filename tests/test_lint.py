@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_ruff() -> None:
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "rrbench", "tasks", "tests", "bench"],
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "rrbench", "tasks", "tests", "bench", "training"],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
