@@ -305,3 +305,10 @@ def test_build_verdict_prompt() -> None:
         assert option in parts[-1]
     with pytest.raises(ValueError, match="generation"):
         rr.build_verdict_prompt("a fox", _img(b"a"), _img(b"b"), [], "video")
+
+
+@pytest.mark.parametrize("text", ["It's a tie", "it’s a tie.", "It is a tie", "[It's a tie]", "Tie"])
+def test_the_released_prompts_own_tie_wording_is_a_tie(text: str) -> None:
+    from rrbench.models._rationalrewards_format import _read_winner
+
+    assert _read_winner(text) == (True, "tie")

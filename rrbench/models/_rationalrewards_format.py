@@ -430,7 +430,8 @@ def _clamp(state: _State, value: float | None, key: str) -> float | None:
 
 _WINNER_WORDS = (
     (re.compile(r"^(?:n\s*/\s*a|na|not\s+applicable|none|neither)\b", re.I), None),
-    (re.compile(r"^(?:tie|equal|both|same|draw)", re.I), "tie"),
+    # the released prompt's own "It's a tie" (any apostrophe, or "it is a tie")
+    (re.compile(r"^(?:it(?:['\u2019]?s|\s+is)\s+a\s+)?(?:tie|equal|both|same|draw)", re.I), "tie"),
     (re.compile(r"^(?:image\s*)?a\b", re.I), "A"),
     (re.compile(r"^(?:image\s*)?b\b", re.I), "B"),
 )
