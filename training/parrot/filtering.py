@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -51,14 +52,18 @@ def build_judge(args: argparse.Namespace) -> Any:
 
 
 async def judge_items(items: Sequence[filters.Item], chosen: Sequence[str], context: filters.Context,
-                      concurrency: int, stage: StageDir) -> None:
+                      concurrency: int, stage: StageDir, anchor: Path) -> None:
     gate = asyncio.Semaphore(concurrency)
+    # The images stay in the anchor stage: a filter record says where, relative to its own stage directory, so
+    # build-sft finds them (and the two directories can move together).
+    images_root = os.path.relpath(anchor.resolve(), stage.path.resolve())
 
     async def one(item: filters.Item) -> None:
         async with gate:
             checks = {name: await filters.get(name)(item, context) for name in chosen}
         kept = all(c.passed for c in checks.values() if c.applied)
-        stage.append({**item.record, "checks": {n: c.to_json() for n, c in checks.items()}, "kept": kept})
+        stage.append({**item.record, "images_root": images_root, "checks": {n: c.to_json() for n, c in checks.items()},
+                      "kept": kept})
 
     await asyncio.gather(*(one(i) for i in items))
 
@@ -115,7 +120,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if judge is not None and todo:
             await judge.astart(str(answered[0]["generation"]))
         try:
-            await judge_items(todo, chosen, context, args.concurrency, stage)
+            await judge_items(todo, chosen, context, args.concurrency, stage, anchor)
         finally:
             if judge is not None and todo:
                 await judge.aclose()
