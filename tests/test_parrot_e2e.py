@@ -16,7 +16,7 @@ from rrbench_train.parrot.stage import latest_records, read_json
 from tests import parrot_teacher as pt
 from tests.conftest import rrbench
 from tests.judge_server import ScriptedJudge
-from tests.test_parrot_anchor import filtered, samples, stage_dirs
+from tests.test_parrot_anchor import filtered, samples, stage_dirs, write_genai
 from tests.test_parrot_sft import _config, _env, _free_port
 
 # sanity t2i, 4 pairs: the teacher explains three preferences and argues for the loser once.
@@ -64,3 +64,19 @@ def test_anchor_filter_build_sft_two_process_sft_and_rrbench_run(tmp_path: Path,
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "complete" and record["counts"]["recorded"] == 2
     assert latest_records(filter_dir)  # the chain's inputs stay readable
+
+    # The checkpoint on a benchmark with published numbers, then the leaderboard: its row beside the released one's.
+    genai = write_genai(tmp_path / "genai.parquet", [("L", "D", "leftvote"), ("D", "L", "rightvote")])
+    run = rrbench("run", "--task", "genai-bench-t2i", "--data", str(genai), "--protocol", "rationalrewards-paper",
+                  "--model", "rationalrewards-8b", "-M", f"path={ckpt}", "-M", "engine=transformers",
+                  "-M", "max_tokens=16", "--quiet", "--output", str(tmp_path / "runs"), env=cli_env, cwd=tmp_path,
+                  timeout=300)
+    assert run.returncode == 0, run.stderr
+    board = rrbench("leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "lb"), "--plots", "none",
+                    env=cli_env, cwd=tmp_path)
+    assert board.returncode == 0, board.stderr
+    table = json.loads(next((tmp_path / "lb").glob("task-genai-bench-t2i-*.json")).read_text())
+    rows = {(r["judge"], r["origin"], r["setting"]) for r in table["rows"]}
+    assert ("rationalrewards-8b (engine=transformers, max_tokens=16)", "measured",
+            "rationalrewards-paper+path=ckpt+partial") in rows
+    assert ("RationalRewards-8B (Qwen3-VL-8B)", "reported", "RationalRewards paper (arXiv 2604.11626), Table 1") in rows
