@@ -14,7 +14,7 @@ from typing import Any
 
 from rrbench import registry
 from rrbench.models._base import RewardModel
-from rrbench.types import Media, Query, UserError
+from rrbench.types import Judgement, Media, Query, UserError
 
 
 class RewardFunction:
@@ -34,14 +34,19 @@ class RewardFunction:
 
     def __call__(self, prompts: Sequence[str], images: Sequence[Any],
                  sources: Sequence[Sequence[Any]] | None = None) -> list[float | None]:
+        return [a.scores[0] if a.ok and a.scores else None for a in self.judge(prompts, images, sources)]
+
+    def judge(self, prompts: Sequence[str], images: Sequence[Any],
+              sources: Sequence[Sequence[Any]] | None = None) -> list[Judgement]:
+        """The model's whole judgement of each image: score, per-aspect scores (a critic's; None = N/A), rationale,
+        or the failure (kind and detail). For rewards built from aspects, and for counting failures by kind."""
         if len(prompts) != len(images):
             raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
         queries = [
             Query(prompt, (_media(image),), tuple(_media(s) for s in (sources[i] if sources else ())), self.generation)
             for i, (prompt, image) in enumerate(zip(prompts, images, strict=True))
         ]
-        answers = self._loop.run_until_complete(self.model.ascore(queries))
-        return [a.scores[0] if a.ok and a.scores else None for a in answers]
+        return list(self._loop.run_until_complete(self.model.ascore(queries)))
 
     def close(self) -> None:
         if not self._loop.is_closed():
