@@ -21,6 +21,8 @@ COMMANDS = {
                                                       "into the same dataset"),
     "sft": ("rrbench_train.parrot.sft", "PARROT 3b: SFT of the critic with TRL's SFTTrainer (launch with "
                                         "`accelerate launch -m rrbench_train.cli sft ...` for several processes)"),
+    "rl": ("rrbench_train.rl.cli", "diffusion RL of a generator (DiffusionNFT or Flow-GRPO, LoRA) with any rrbench "
+                                   "reward model (`accelerate launch -m rrbench_train.cli rl --config FILE`)"),
 }
 
 
