@@ -25,6 +25,10 @@ bench-judging:  ## judging UniGenBench++ (2,400 images) vs raw load generators, 
 bench-refine:  ## refine: overlap of critique and generation vs the stages one after another (bench/refine.py; about 2 min)
 	$(PY) bench/refine.py
 
+.PHONY: bench-parrot
+bench-parrot:  ## PARROT: anchor vs a raw load generator, rrbench-train sft step vs bare TRL (bench/parrot.py; about 3 min)
+	$(PY) bench/parrot.py
+
 .PHONY: mutation
 mutation:  ## mutation testing of the core modules against their fast tests (docs/mutation.md; ARGS="--module store")
 	$(PY) scripts/mutation.py $(ARGS)

@@ -170,7 +170,8 @@ def store_image(media: Media, folder: Path) -> tuple[str, Media]:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, target)  # a kill never leaves half an image under its final name
-    return name, Media.from_bytes(data, fmt)
+    # The checked, hashed media itself when its format is known: the request reuses its bytes and checks.
+    return name, loaded if loaded.format == fmt else Media.from_bytes(data, fmt)
 
 
 def teacher_messages(item: Item, kind: str, generation: str, shown: Sequence[Media], source: Sequence[Media],
@@ -205,6 +206,7 @@ class Anchor:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self._info: dict[str, Any] | None = None
         self.kind: str = args.kind
         self.n: int = args.candidates
         if self.kind not in KINDS:
@@ -336,7 +338,10 @@ class Anchor:
         return record
 
     def _teacher_info(self) -> dict[str, Any]:
-        return {"model": self.args.teacher, "fingerprint": self.teacher.fingerprint(), "prompt": self.prompt.key}
+        if self._info is None:  # the same for every record: computed once (a fingerprint hashes the config)
+            self._info = {"model": self.args.teacher, "fingerprint": self.teacher.fingerprint(),
+                          "prompt": self.prompt.key}
+        return dict(self._info)
 
     def _final_counts(self, stage: StageDir) -> dict[str, Any]:
         latest = latest_records(stage.path)
