@@ -32,3 +32,7 @@ bench-parrot:  ## PARROT: anchor vs a raw load generator, rrbench-train sft step
 .PHONY: mutation
 mutation:  ## mutation testing of the core modules against their fast tests (docs/mutation.md; ARGS="--module store")
 	$(PY) scripts/mutation.py $(ARGS)
+
+.PHONY: bench-rl
+bench-rl:  ## diffusion RL: reward hidden behind sampling (critic of fixed latency vs instant), trainer vs bare diffusers (bench/rl.py; about 4 min)
+	$(PY) bench/rl.py

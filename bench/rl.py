@@ -1,0 +1,273 @@
+"""Diffusion RL: how much of the reward's time the background reward hides, and what the trainer adds.
+
+What, side by side in one run, repetitions alternating the order (drift of a shared machine cancels out):
+
+1. **Reward overlap (the reward module alone, always measured).** A step of the loop the trainer runs: sample M
+   micro-batches with the tiny random-weight Flux pipeline (tests/tiny_diffusers.py; ``FluxPipeline.__call__``),
+   ``Reward.submit`` each micro-batch as soon as it is decoded (its reward is judged while the next one is
+   sampled), wait for every reward, then one LoRA forward/backward of the transformer per micro-batch. The reward
+   is either the scripted RationalRewards-format critic (tests/judge_server.py, a real HTTP server on 127.0.0.1
+   answering each critique after ``L`` seconds, reached by rrbench's client as ``rationalrewards-8b
+   base_urls=[URL]``) or an instant in-process reward (``constant``). Ratio = median step time with the critic /
+   with the instant reward. Target <= 1.1x. Only the last micro-batch's reward cannot overlap sampling, so the
+   floor is about 1 + L / step time.
+2. **The trainer (when training/rl/trainer.py exists).** ``rrbench-train rl`` on the same tiny pipeline, the same
+   two rewards; step time = the spacing of the monitor's per-step lines (monitor.jsonl), the first step left out.
+3. **Trainer overhead vs bare diffusers.** The trainer's step (instant reward) against the bare work it wraps:
+   ``FluxPipeline`` sampling of the same images plus the same number of LoRA forward/backward passes of the
+   transformer and one optimizer step, no reward. Measured only when the trainer exists.
+
+GPU: one NFT step at Kontext or SD3.5-M size (random weights, LoRA, bf16) needs a GPU; this script does not
+measure it (bench/README.md says whether one was lent).
+
+    python bench/rl.py [--reps 2] [--steps-per-rep 3] [--latency 0.2] [--micro 3] [--batch 4] [--steps 4]
+                       [--size 32] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rrbench_train.rl.reward import Reward, RewardConfig  # noqa: E402
+from tests import tiny_diffusers  # noqa: E402
+from tests.judge_server import ScriptedJudge  # noqa: E402
+from tests.refine_critic import PVQ, TF, TR, answer  # noqa: E402
+
+CRITIQUE = answer({TF: 3, PVQ: 4, TR: "N/A"}, None)
+TRAINER = ROOT / "training" / "rl" / "trainer.py"
+
+
+@contextmanager
+def critic(latency: float) -> Iterator[str]:
+    def reply(request: Any) -> str:
+        time.sleep(latency)
+        return CRITIQUE
+
+    with ScriptedJudge(reply) as server:
+        yield server.url
+
+
+def reward_config(kind: str, url: str) -> dict[str, Any]:
+    if kind == "critic":
+        return {"model": "rationalrewards-8b", "model_args": {"base_urls": [url], "max_retries": 0}}
+    return {"model": "constant", "model_args": {"value": 0.5}}
+
+
+# ------------------------------------------------------------------------------------ 1. the reward overlap
+
+
+class Loop:
+    """The tiny Flux pipeline, its transformer with a LoRA, and one step of the sample -> reward -> train loop."""
+
+    def __init__(self, folder: Path, args: argparse.Namespace) -> None:
+        import torch
+        from diffusers import FluxPipeline
+        from peft import LoraConfig
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 2)))
+        self.torch, self.args = torch, args
+        self.pipe = FluxPipeline.from_pretrained(folder)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"]))
+        params = [p for p in self.pipe.transformer.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=1e-4)
+        self.prompts = [f"a red circle beside tree number {i:02d}." for i in range(args.batch)]
+
+    def sample(self, micro: int) -> list[Any]:
+        a = self.args
+        generator = [self.torch.Generator().manual_seed(micro * 100 + i) for i in range(a.batch)]
+        with self.torch.no_grad():
+            out = self.pipe(self.prompts, num_inference_steps=a.steps, height=a.size, width=a.size,
+                            guidance_scale=3.5, max_sequence_length=32, generator=generator)
+        return list(out.images)
+
+    def train(self) -> None:
+        """One LoRA forward/backward per micro-batch on packed latents of the sampled size, one optimizer step."""
+        torch, a, t = self.torch, self.args, self.pipe.transformer
+        tokens, channels = (a.size // 8 // 2) ** 2, t.config.in_channels
+        for micro in range(a.micro):
+            gen = torch.Generator().manual_seed(micro)
+            hidden = torch.randn(a.batch, tokens, channels, generator=gen)
+            text = torch.randn(a.batch, 32, t.config.joint_attention_dim, generator=gen)
+            pooled = torch.randn(a.batch, t.config.pooled_projection_dim, generator=gen)
+            out = t(hidden_states=hidden, encoder_hidden_states=text, pooled_projections=pooled,
+                    timestep=torch.full((a.batch,), 0.5), img_ids=torch.zeros(tokens, 3), txt_ids=torch.zeros(32, 3),
+                    guidance=torch.full((a.batch,), 3.5), return_dict=False)[0]
+            out.pow(2).mean().backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+
+    def step(self, reward: Reward, step: int) -> tuple[float, float]:
+        """(step seconds, seconds spent waiting for rewards after the last micro-batch was sampled)."""
+        start = time.perf_counter()
+        futures = []
+        for micro in range(self.args.micro):
+            images = self.sample(step * self.args.micro + micro)
+            keys = [f"{step}-{micro}-{i}" for i in range(len(images))]
+            futures.append(reward.submit(self.prompts, images, None, keys))
+        waited = time.perf_counter()
+        results = [r for f in futures for r in f.result()]
+        waited = time.perf_counter() - waited
+        assert all(r.ok for r in results), [r.failure for r in results if not r.ok]
+        self.train()
+        return time.perf_counter() - start, waited
+
+
+def overlap(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
+    loop = Loop(folder, args)
+    rewards = {kind: Reward(RewardConfig.from_dict(reward_config(kind, url))) for kind in ("instant", "critic")}
+    times: dict[str, list[float]] = {kind: [] for kind in rewards}
+    waits: dict[str, list[float]] = {kind: [] for kind in rewards}
+    try:
+        for reward in rewards.values():  # warm-up: first calls, the HTTP client, the allocator
+            loop.step(reward, 0)
+        sample_s = _timed(lambda: loop.sample(0))
+        for rep in range(args.reps):
+            order = list(rewards) if rep % 2 == 0 else list(reversed(rewards))
+            for kind in order:
+                for k in range(args.steps_per_rep):
+                    seconds, waited = loop.step(rewards[kind], 1 + rep * args.steps_per_rep + k)
+                    times[kind].append(seconds)
+                    waits[kind].append(waited)
+    finally:
+        for reward in rewards.values():
+            reward.close()
+    med = {kind: statistics.median(v) for kind, v in times.items()}
+    return {"micro_batch_sample_s": sample_s, "latency_s": args.latency,
+            "step_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+            "median_step_s": med, "median_wait_after_sampling_s": {k: statistics.median(v) for k, v in waits.items()},
+            "ratio": med["critic"] / med["instant"], "floor": 1 + args.latency / med["instant"],
+            "sequential_estimate": 1 + args.micro * args.latency / med["instant"]}
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------ 2 + 3. the trainer
+
+
+def trainer_config(args: argparse.Namespace, folder: Path, reward: dict[str, Any], out: Path) -> dict[str, Any]:
+    return {
+        "algorithm": "nft", "seed": 0, "output_dir": str(out),
+        "generator": {"name": "flux-dev", "path": str(folder), "resolution": args.size, "max_sequence_length": 32},
+        "lora": {"rank": 4, "alpha": 4},
+        "reward": reward,
+        "data": {"task": "sanity-gen", "task_args": {"n": 8, "images_per_prompt": 1}},
+        "sampling": {"group_size": args.batch, "groups_per_epoch": args.micro, "steps": args.steps,
+                     "batch_size": args.batch},
+        "train": {"epochs": args.steps_per_rep + 1, "batch_size": args.batch, "save_every": 10_000},
+    }
+
+
+def trainer_steps(args: argparse.Namespace, folder: Path, reward: dict[str, Any], work: Path) -> list[float]:
+    """One trainer run in this process (``rrbench_train.rl.trainer.train``); its step times from monitor.jsonl."""
+    import yaml
+
+    from rrbench_train.rl.config import load_config
+    from rrbench_train.rl.trainer import train
+
+    out = Path(tempfile.mkdtemp(dir=work))
+    config = out / "config.yaml"
+    config.write_text(yaml.safe_dump(trainer_config(args, folder, reward, out / "run")))
+    code = train(load_config(config))
+    if code != 0:
+        raise RuntimeError(f"the trainer returned {code}")
+    lines = [json.loads(t) for p in (out / "run").rglob("monitor.jsonl") for t in p.read_text().splitlines()]
+    stamps = sorted(float(line["time"]) for line in lines if line.get("kind") == "step")
+    if len(stamps) < 2:
+        raise RuntimeError(f"the trainer logged {len(stamps)} steps to monitor.jsonl: no step times")
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def trainer_part(args: argparse.Namespace, folder: Path, url: str, work: Path, bare_s: float) -> dict[str, Any]:
+    if not TRAINER.exists():
+        return {"measured": False, "why": "training/rl/trainer.py does not exist yet"}
+    times: dict[str, list[float]] = {"instant": [], "critic": []}
+    try:
+        trainer_steps(args, folder, reward_config("instant", url), work)  # warm-up: imports, first allocations
+        for rep in range(args.reps):
+            for kind in (["instant", "critic"] if rep % 2 == 0 else ["critic", "instant"]):
+                times[kind] += trainer_steps(args, folder, reward_config(kind, url), work)
+    except Exception as exc:  # the trainer is being written beside this script: say why, keep part 1's numbers
+        return {"measured": False, "why": f"the trainer did not run: {type(exc).__name__}: {str(exc)[:300]}"}
+    med = {kind: statistics.median(v) for kind, v in times.items()}
+    return {"measured": True, "step_s": times, "median_step_s": med, "ratio": med["critic"] / med["instant"],
+            "bare_step_s": bare_s, "overhead": med["instant"] / bare_s}
+
+
+def bare_step(args: argparse.Namespace, folder: Path) -> float:
+    """Sampling the same images with FluxPipeline, the same forward/backward passes, one optimizer step."""
+    loop = Loop(folder, args)
+
+    def step() -> None:
+        for micro in range(args.micro):
+            loop.sample(micro)
+        loop.train()
+
+    step()
+    return statistics.median(_timed(step) for _ in range(args.reps * args.steps_per_rep))
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--steps-per-rep", type=int, default=3)
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds per critique at the server")
+    parser.add_argument("--micro", type=int, default=3, help="sampling micro-batches per step")
+    parser.add_argument("--batch", type=int, default=4, help="images per micro-batch")
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps")
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        folder = tiny_diffusers.build_flux(work / "flux")
+        with critic(args.latency) as url:
+            result: dict[str, Any] = {"overlap": overlap(args, folder, url)}
+            bare = bare_step(args, folder)
+            result["trainer"] = trainer_part(args, folder, url, work, bare)
+            result["bare_step_s"] = bare
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    o = result["overlap"]
+    print(f"reward overlap: {args.micro} micro-batches x {args.batch} images, {args.steps} steps at {args.size} px; "
+          f"one micro-batch samples in {o['micro_batch_sample_s']:.3f} s; critic latency {args.latency} s")
+    for kind in ("instant", "critic"):
+        print(f"  {kind:8s} step median {o['median_step_s'][kind]:.3f} s, waiting for rewards after sampling "
+              f"{o['median_wait_after_sampling_s'][kind]:.3f} s  ({o['step_s'][kind]})")
+    print(f"  ratio critic/instant {o['ratio']:.3f} (target <= 1.1; floor ~{o['floor']:.3f}; judged after sampling "
+          f"instead: ~{o['sequential_estimate']:.3f})")
+    t = result["trainer"]
+    if not t["measured"]:
+        print(f"trainer: not measured ({t['why']}); bare diffusers step {bare:.3f} s")
+    else:
+        print(f"trainer: step median instant {t['median_step_s']['instant']:.3f} s, critic "
+              f"{t['median_step_s']['critic']:.3f} s, ratio {t['ratio']:.3f}; bare diffusers step {bare:.3f} s, "
+              f"overhead {t['overhead']:.3f}x")
+    print("GPU: not measured here (see bench/README.md)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

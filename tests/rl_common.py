@@ -1,0 +1,96 @@
+"""Shared by the RL tests: a tiny Flux pipeline folder, a prompt file, a tiny RL config, and the ``brightness``
+reward (tests/plugins/rl_rewards.py) registered in this process and named for subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PLUGINS
+
+RL_PLUGIN = str(Path(__file__).parent / "plugins" / "rl_rewards.py")
+PROMPTS = ["a photo of a cat", "a red dog on the sofa", "a blue cup of coffee", "an astronaut in the sky",
+           "a green rocket", "the black cat at night", "a painting of a dog", "a red cup", "a blue sky",
+           "a photo of a green sofa", "a rocket in the night sky", "a cat on the cup"]
+
+
+def register_rewards() -> None:
+    """The ``brightness`` reward in this process (once)."""
+    if "rrbench_plugin_rl_rewards" not in sys.modules:
+        from rrbench.registry import _import_plugin
+
+        _import_plugin(RL_PLUGIN, "tests")
+
+
+def plugin_env() -> dict[str, str]:
+    """The environment of a subprocess that needs the test reward models."""
+    return {**os.environ, "RRBENCH_PLUGINS": f"{PLUGINS},{RL_PLUGIN}", "PYTHONUNBUFFERED": "1"}
+
+
+def build_rl_flux(out: Path) -> Path:
+    """tests.tiny_diffusers' Flux with one VAE latent channel (transformer ``in_channels`` 4): 64 latent numbers
+    per 16-px image, the smallest pipeline the loop runs on. Measured: its random VAE's group norms leave the mean
+    pixel value almost independent of the latents (an SGD step of lr 1 moves it by ~1e-6), so ``brightness`` is
+    no learnable reward on it; the learning-signal test uses a toy flow (test_rl_nft.ToyFlow) instead."""
+    import torch
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+
+    from tests.tiny_diffusers import SEED, build_flux
+
+    build_flux(out)
+    torch.manual_seed(SEED)
+    FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                           num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+                           guidance_embeds=True, axes_dims_rope=[4, 4, 8]).save_pretrained(out / "transformer")
+    torch.manual_seed(SEED)
+    AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 8), layers_per_block=1, latent_channels=1,
+                  norm_num_groups=4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609,
+                  scaling_factor=1.5035, down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2).save_pretrained(out / "vae")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_rl_flux(tmp_path_factory.mktemp("tiny-flux") / "pipe")
+
+
+def prompt_file(folder: Path, prompts: list[str] = PROMPTS) -> Path:
+    path = folder / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i:02d}", "prompt": p}) + "\n" for i, p in enumerate(prompts)))
+    return path
+
+
+def tiny_config(pipe: Path, out: Path, **overrides: Any) -> dict[str, Any]:
+    """A whole RL config (as YAML would give it) sized for two CPU cores: 16 px, 4 steps, rank 4."""
+    out.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {
+        "algorithm": "nft", "seed": 0, "output_dir": str(out / "run"),
+        "generator": {"name": "flux-dev", "path": str(pipe), "resolution": 16, "max_sequence_length": 8},
+        "lora": {"rank": 4, "alpha": 4, "init_scale": 0.0},
+        "reward": {"model": "brightness", "batch_size": 16},
+        "reward_retry": {"retries": 1, "pause_s": 0.0},
+        "data": {"file": str(prompt_file(out)), "heldout": 4},
+        "sampling": {"group_size": 4, "groups_per_epoch": 2, "steps": 4, "batch_size": 8},
+        "train": {"epochs": 2, "lr": 1e-3, "batch_size": 8, "save_every": 1, "ema_decay": 0.0},
+        "nft": {"kl": 0.0},
+    }
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(config))
+    return path

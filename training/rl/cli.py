@@ -1,0 +1,32 @@
+"""``rrbench-train rl --config FILE [key.sub=value ...]``: diffusion RL of a generator (docs/rl.md).
+
+Launch with ``accelerate launch -m rrbench_train.cli rl --config FILE`` for several processes. Running the same
+command again resumes from the latest checkpoint in ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rrbench_train.rl.config import load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="a YAML config, or a preset name (kontext-paper, "
+                        "qwen-image-edit-2509-paper, flux-dev-t2i, qwen-image-t2i)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many more optimizer steps "
+                        "(a checkpoint is written at the stop)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-4 "
+                        "generator.path=/models/flux-dev (values read as YAML)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from rrbench_train.rl.trainer import STOPPED, TrainingStopped, train
+
+    config = load_config(args.config, args.overrides)
+    try:
+        return train(config, max_steps=args.max_steps)
+    except TrainingStopped as exc:
+        print(f"rrbench-train: stopped: {exc}", file=sys.stderr)
+        return STOPPED
