@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +26,13 @@ from rrbench_train.rl.grpo import (
     transition_loss,
 )
 from rrbench_train.rl.nft import group_advantages
-from tests.rl_common import register_rewards, tiny_config, tiny_flux, write_config
+from tests.rl_common import one_thread, register_rewards, tiny_config, tiny_flux, write_config
 
 __all__ = ["tiny_flux"]  # the session fixture, imported so pytest finds it
 NAN = float("nan")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Two threads on two busy cores make each tiny matmul far slower (see test_rl_nft); tests use one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 # ------------------------------------------------------------------------------------ the SDE, by hand
