@@ -109,7 +109,7 @@ def test_an_installed_wheel_shows_the_published_numbers_from_any_folder(workdir:
                                                                         cli_env: dict[str, str]) -> None:
     # Built from a copy of the sources, so the checkout gets no build/ folder.
     src = tmp_path_factory.mktemp("src")
-    for name in ("rrbench", "tasks"):
+    for name in ("rrbench", "tasks", "training"):  # every folder pyproject.toml maps a package to
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)

@@ -27,6 +27,9 @@ def test_wheel_ships_every_task_and_a_plain_install_registers_them(tmp_path: Pat
         assert f"rrbench/tasks/{name}" in names
     modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "rrbench").rglob("*.py"))
     assert [m for m in modules if m not in names] == []  # every package listed in pyproject.toml
+    trained = sorted("rrbench_train/" + str(p.relative_to(ROOT / "training")) for p in (ROOT / "training").rglob("*")
+                     if p.suffix in (".py", ".txt", ".yaml") and "__pycache__" not in p.parts)
+    assert trained and [m for m in trained if m not in names] == []  # training/ ships as rrbench_train, data included
 
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
