@@ -15,7 +15,7 @@ from typing import Any
 from rrbench.refine import plan
 from rrbench.report.assets import CSS
 from rrbench.report.page import Picture, _figure, num, thumbnail
-from rrbench.store import atomic_text
+from rrbench.store import atomic_text, load_results
 from rrbench.types import DataError, Media
 
 REPORT = "report.html"
@@ -31,8 +31,9 @@ def write_report(folder: Path, summary: Mapping[str, Any], output: Path) -> Path
                  f"<style>{CSS}{_CSS}</style></head><body><h1>{_e(_title(summary))}</h1>")
         fh.write(_head(summary))
         slots = sorted(summary["slots"], key=lambda s: (s["outcome"] == plan.KEPT, s["sample"], s["index"]))
+        base_paths = _base_paths(output / summary["stages"]["base"])
         for slot in slots[:MAX_SLOTS]:
-            fh.write(_row(slot, summary, output))
+            fh.write(_row(slot, summary, output, base_paths))
         if len(slots) > MAX_SLOTS:
             fh.write(f"<p>{len(slots) - MAX_SLOTS} more image slots are in refine.json.</p>")
         fh.write("</body></html>")
@@ -58,9 +59,10 @@ def _head(summary: Mapping[str, Any]) -> str:
             + "".join(rows) + f"</table><p>{counts['total']} images; {outcomes}</p>")
 
 
-def _row(slot: Mapping[str, Any], summary: Mapping[str, Any], output: Path) -> str:
-    base = _picture(output / summary["stages"]["base"], slot, base=True)
-    final = _picture(output / str(slot["final_run"]), slot, base=False)
+def _row(slot: Mapping[str, Any], summary: Mapping[str, Any], output: Path,
+         base_paths: Mapping[tuple[str, int], str]) -> str:
+    base = _picture(output / summary["stages"]["base"], base_paths.get((slot["sample"], slot["index"])))
+    final = _picture(output / str(slot["final_run"]), slot.get("final_image"))
     steps = "".join(_step(h) for h in slot["history"]) or "<p>not made again</p>"
     return (f"<section class='slot'><h3>{_e(slot['sample'])} #{slot['index']}: {_e(slot['outcome'])}</h3>"
             f"<div class='side'>{_figure(base, 'base image', 'candidate', 'base')}<div class='steps'>{steps}</div>"
@@ -77,8 +79,7 @@ def _step(history: Mapping[str, Any]) -> str:
             f"<p>refined request:</p><pre class='refined'>{_e(history['request'])}</pre></div>")
 
 
-def _picture(run: Path, slot: Mapping[str, Any], base: bool) -> Picture:
-    path = _image_path(run, slot, base)
+def _picture(run: Path, path: str | None) -> Picture:
     if path is None:
         return Picture(reason="no image")
     try:
@@ -87,27 +88,15 @@ def _picture(run: Path, slot: Mapping[str, Any], base: bool) -> Picture:
         return Picture(reason=str(exc))
 
 
-def _image_path(run: Path, slot: Mapping[str, Any], base: bool) -> str | None:
-    if not base:
-        return slot.get("final_image")
-    from rrbench.store import load_results
-
-    for result in _cached_results(run, load_results):
-        if result.sample_id == slot["sample"]:
-            for entry in result.candidates:
-                if isinstance(entry, Mapping) and entry.get("index") == slot["index"]:
-                    path = entry.get("path")
-                    return path if isinstance(path, str) else None
-    return None
-
-
-_RESULTS: dict[Path, list[Any]] = {}
-
-
-def _cached_results(run: Path, load: Any) -> list[Any]:
-    if run not in _RESULTS:
-        _RESULTS[run] = load(run)
-    return _RESULTS[run]
+def _base_paths(run: Path) -> dict[tuple[str, int], str]:
+    """Where each slot's base image is in the base set (read once per page)."""
+    out: dict[tuple[str, int], str] = {}
+    for result in load_results(run):
+        for entry in result.candidates:
+            path, index = (entry.get("path"), entry.get("index")) if isinstance(entry, Mapping) else (None, None)
+            if isinstance(path, str) and isinstance(index, int):
+                out[(result.sample_id, index)] = path
+    return out
 
 
 def _e(value: object) -> str:
