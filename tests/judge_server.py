@@ -7,8 +7,8 @@ retries, its cache and the request bodies it sends go over a socket to this serv
 ``ScriptedJudge(answer)``: ``answer(request)`` gets a ``Request`` (the parsed body, its text parts, its images as
 bytes with their declared MIME types) and returns the answer's text, or ``(status, text)`` for an HTTP error
 (``(200, text)`` with ``finish="length"`` style control through ``Reply``). ``die_after=n`` answers n requests and
-then refuses connections (the server is shut down), as a judge server that dies mid-run. Every request is kept in
-``requests``.
+then refuses connections (the server is shut down), as a judge server that dies mid-run; ``port=`` binds a given
+port, so a test can bring a dead server back at its address. Every request is kept in ``requests``.
 """
 
 from __future__ import annotations
@@ -86,13 +86,13 @@ def parse(body: dict[str, Any]) -> Request:
 
 
 class ScriptedJudge:
-    def __init__(self, answer: Answer, *, die_after: int | None = None, model: str = "judge") -> None:
+    def __init__(self, answer: Answer, *, die_after: int | None = None, model: str = "judge", port: int = 0) -> None:
         self.answer = answer
         self.die_after = die_after
         self.model = model
         self.requests: list[Request] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"

@@ -79,7 +79,7 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(transformer, optimizer)
         self.adapter.train_model = self.model
         self.ema = {n: p.detach().clone() for n, p in self.params.items()} if config.train.ema_decay > 0 else None
-        self.step, self.nan_steps, self.nan_in_row, self.retried = 0, 0, 0, 0
+        self.step, self.nan_steps, self.nan_in_row, self.epoch_retries = 0, 0, 0, 0
         self._resume()
         self.monitor = make_monitor(config, self.out, self.accelerator.is_main_process, self.step)
 
@@ -118,6 +118,7 @@ class Trainer:
         stats.update(reward_stats(all_results))
         stats.update({"valid_samples": float((~torch.isnan(advantages)).sum()),
                       "banned": float(len(self.sampler.banned)),
+                      "reward_epoch_retries": float(self.epoch_retries),  # whole-epoch re-asks after a pause
                       "nan_steps": float(self.nan_steps), "processes": float(self.world),
                       "epoch_s": time.monotonic() - started})
         return stats
@@ -157,13 +158,14 @@ class Trainer:
         """The epoch's rewards; when most failed on any process, pause until the reward is healthy and ask again,
         then stop with a checkpoint."""
         retry = self.config.reward_retry
+        self.epoch_retries = 0
         for attempt in range(retry.retries + 1):
             results = [r for f in futures for r in f.result()]
             failed = self.reduce_sum(float(sum(not r.ok for r in results)))
             rate = failed / self.config.global_batch
             if rate <= retry.max_failure_rate:
                 return results
-            self.retried += 1
+            self.epoch_retries += 1
             if attempt == retry.retries:
                 break
             self.reward.wait_healthy(retry.pause_s, interval_s=max(retry.pause_s / 10, 0.05))
