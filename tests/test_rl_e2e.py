@@ -2,9 +2,9 @@
 
 The critic (tests/judge_server.py + tests/refine_critic.py's answer format) scores each image it is sent from its
 pixels (Text Faithfulness from the red-minus-blue balance, Physical and Visual Quality from the brightness, with
-two decimals; Text Rendering N/A), and answers some prompts with prose that has no scores, so those images fail as ``parse``. The tests
-check what the trainer did with those answers against what the server itself recorded, not against the trainer's
-own arithmetic:
+two decimals; Text Rendering N/A), and answers some prompts with prose that has no scores, so those images fail as
+``parse``. The tests check what the trainer did with those answers against what the server itself recorded, not
+against the trainer's own arithmetic:
 
 * every epoch's reward mean is the mean of the server's scores for that epoch's images, mapped (mean − 1)/3; the
   unparsable prompt's images are failures, masked (``valid_samples`` = global batch − failures), never a number;
@@ -35,6 +35,7 @@ from tests.judge_server import Reply, Request, ScriptedJudge
 from tests.refine_critic import NA, PVQ, TF, TR, answer
 from tests.rl_common import PROMPTS, one_thread, register_rewards, tiny_config, tiny_flux, write_config
 
+__all__ = ["tiny_flux"]  # the session fixture, imported so pytest finds it
 UNPARSABLE = set(PROMPTS[::3])  # the critic answers these prompts without any score
 GLOBAL_BATCH = 8
 
