@@ -319,13 +319,14 @@ def test_a_reward_that_is_down_stops_the_run_cleanly(tiny_flux: Path, tmp_path: 
     assert not (out / "monitor.jsonl").exists() or steps_of(out) == []
 
 
-def test_a_preset_for_an_unsupported_generator_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unknown_generator_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from rrbench_train import cli
 
-    assert cli.main(["rl", "--config", "qwen-image-edit-2509-paper"]) == 2
+    config = tiny_config(tmp_path / "no-pipeline", tmp_path, **{"generator.name": "flux-schnell"})
+    assert cli.main(["rl", "--config", str(write_config(tmp_path / "config.yaml", config))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "'qwen-image-edit-2509' is not supported by rrbench-train rl yet" in err[0]
-    assert "flux-dev" in err[0]
+    assert len(err) == 1 and "unknown generator 'flux-schnell'" in err[0], err
+    assert "flux-dev" in err[0] and "qwen-image-edit-2509" in err[0]  # it names what is supported
 
 
 def test_two_processes_match_one_with_the_same_global_batch(uninterrupted: Path, tiny_flux: Path,

@@ -18,8 +18,6 @@ from typing import Any
 from rrbench import UserError
 
 PRESETS = Path(__file__).parent / "presets"
-# attention projections of the Flux / Kontext transformers (joint blocks' image and text streams, single blocks)
-FLUX_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
 
 
 @dataclass
@@ -31,8 +29,8 @@ class GeneratorConfig:
     revision: str | None = None
     dtype: str = "auto"  # auto: bf16 on a GPU, fp32 on the CPU
     resolution: int = 512
-    guidance: float | None = None  # Flux / Kontext distilled guidance; None: the generator's default
-    max_sequence_length: int = 512
+    guidance: float | None = None  # Flux/Kontext: distilled guidance; SD3, Qwen: CFG scale; None: the adapter's
+    max_sequence_length: int | None = None  # text tokens; None: the adapter's (Flux, Qwen-Image 512, SD3 256, ...)
     gradient_checkpointing: bool = False
 
 
@@ -40,7 +38,7 @@ class GeneratorConfig:
 class LoraConfig:
     rank: int = 64  # the paper's 64/128; the released code's 32/64 is `lora.rank=32 lora.alpha=64`
     alpha: int = 128
-    targets: list[str] = field(default_factory=lambda: list(FLUX_TARGETS))
+    targets: list[str] | None = None  # None: the generator's own (its adapter's default_targets)
     init_scale: float = 0.0  # > 0: lora_B drawn from N(0, init_scale) (tests); 0: peft's B = 0, the base model
 
 

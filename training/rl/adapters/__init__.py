@@ -4,7 +4,7 @@ LoRA), one file per pipeline family, named as rrbench's ``@generator``s. See alg
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rrbench import UserError
 
@@ -18,29 +18,35 @@ if TYPE_CHECKING:
 SUPPORTED = {
     "flux-dev": ("rrbench_train.rl.adapters.flux", "FluxAdapter", "t2i"),
     "flux-kontext-dev": ("rrbench_train.rl.adapters.flux_kontext", "FluxKontextAdapter", "edit"),
+    "sd3.5-medium": ("rrbench_train.rl.adapters.sd3", "SD35MediumAdapter", "t2i"),
+    "sd3.5-large": ("rrbench_train.rl.adapters.sd3", "SD35LargeAdapter", "t2i"),
+    "qwen-image": ("rrbench_train.rl.adapters.qwen_image", "QwenImageAdapter", "t2i"),
+    "qwen-image-edit": ("rrbench_train.rl.adapters.qwen_image_edit", "QwenImageEditAdapter", "edit"),
+    "qwen-image-edit-2509": ("rrbench_train.rl.adapters.qwen_image_edit", "QwenImageEdit2509Adapter", "edit"),
 }
-# rrbench generators the RL loop has no adapter for yet
-NOT_YET = ("sd3.5-medium", "sd3.5-large", "qwen-image", "qwen-image-edit", "qwen-image-edit-2509")
+EXTRA = "pip install 'rrbench[diffusers,train]'"
 
 
 def check_generator(name: str) -> str:
     """The generator's kind (t2i | edit), or one line saying what is supported."""
-    supported = ", ".join(SUPPORTED)
-    if name in NOT_YET:
-        raise UserError(f"generator '{name}' is not supported by rrbench-train rl yet (supported: {supported})")
     if name not in SUPPORTED:
-        raise UserError(f"unknown generator {name!r} for rrbench-train rl (supported: {supported}; "
+        raise UserError(f"unknown generator {name!r} for rrbench-train rl (supported: {', '.join(SUPPORTED)}; "
                         f"`rrbench ls generators` lists rrbench's)")
     return SUPPORTED[name][2]
 
 
+def adapter_class(name: str) -> Any:
+    """The adapter class of a generator (its module imports neither torch nor diffusers at import time)."""
+    check_generator(name)
+    module, cls, _ = SUPPORTED[name]
+    return getattr(importlib.import_module(module), cls)
+
+
 def build_adapter(config: RLConfig, device: torch.device) -> Adapter:
-    check_generator(config.generator.name)
-    module, cls, _ = SUPPORTED[config.generator.name]
+    cls = adapter_class(config.generator.name)
     try:
-        imported = importlib.import_module(module)
-    except ImportError as exc:  # diffusers or peft not installed
-        raise UserError(f"generator '{config.generator.name}' needs diffusers and peft ({exc}); "
-                        "pip install 'rrbench[diffusers,train]'") from None
-    adapter: Adapter = getattr(imported, cls)(config, device)
+        adapter: Adapter = cls(config, device)
+    except ImportError as exc:  # diffusers, transformers or peft missing (imported when the pipeline loads)
+        raise UserError(f"generator '{config.generator.name}' needs diffusers, transformers and peft "
+                        f"({' '.join(str(exc).split())[:160]}): {EXTRA}") from None
     return adapter
