@@ -12,7 +12,15 @@ as fast as it can and client overhead is what shows. Target: rrbench reaches >= 
 By default it builds the tiny random-weight Qwen3-VL checkpoint and starts ``transformers serve`` on it;
 ``--vllm-python`` starts vLLM's CPU server instead; ``--base-url`` uses a server already running.
 
+``--instant`` (issue 19) measures the whole ``rrbench run`` instead: GenAI-Bench pairs of 512² PNGs (a local
+copy in the public schema, bench/data_memory.py) judged by ``rationalrewards-8b`` at concurrency 32 against an
+instant local server (bench/_instant.py), side by side with a raw async load generator posting the very bodies
+rrbench sent (recorded in a first pass, encoded beforehand), each a child process, in alternating rounds; also
+rrbench's peak RSS. Target: rrbench's request rate >= 0.9x the raw generator's; peak RSS flat in the pairs.
+
     python bench/client_throughput.py [--requests 200] [--concurrency 16] [--rounds 3] [--json]
+    python bench/client_throughput.py --instant [--pairs 500] [--size 512] [--concurrency 32] [--rounds 2]
+                                      [--order fixed|both] [--data DIR] [--json]
 """
 
 from __future__ import annotations
@@ -48,6 +56,14 @@ from rrbench.types import Media
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.95
+INSTANT_TARGET = 0.9  # issue 19: rrbench run / raw pre-encoded generator, instant server, 2 cores
+# a RationalRewards pairwise critique, parsed as rrbench parses the real model's (Image A wins)
+PAIRWISE_ANSWER = "\n".join([
+    "# User Request Analysis", "A photograph as asked.", "# Detailed Judgement",
+    "1. Text Faithfulness:", "## Justification: A follows the request.", "## Score A: 4", "## Score B: 2",
+    "## Winner: Image A", "2. Physical and Visual Quality:", "## Justification: both are clean.", "## Score A: 3",
+    "## Score B: 3", "## Winner: tie", "3. Text Rendering:", "## Justification: no text.", "## Score A: N/A",
+    "## Score B: N/A", "## Winner: N/A", "# Summary: Image A is better."])
 SAMPLING = Sampling(temperature=0.0, max_tokens=1)  # one token: the server is as quick as it gets
 Conversation = list[dict[str, Any]]
 
@@ -314,6 +330,63 @@ def pipeline(server: Server, args: argparse.Namespace) -> tuple[float, int]:
         return args.requests / (time.perf_counter() - start), outcome.model_calls
 
 
+# ============================================================================================== instant
+
+
+def instant(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole ``rrbench run`` against the raw pre-encoded generator, instant server, child processes."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _instant import run_raw, run_rrbench, start_server, stop
+    from data_memory import write_dataset
+
+    with tempfile.TemporaryDirectory(prefix="rrbench-client-instant-") as tmp:
+        root = Path(tmp)
+        data = Path(args.data) if args.data else root / "data"
+        if not args.data:
+            write_dataset(data, args.pairs, args.size)
+        run = ["--task", "genai-bench-t2i", "--data", str(data), "--model", "rationalrewards-8b",
+               "-M", f"concurrency={args.concurrency}", "--order", args.order]
+        bodies = root / "bodies"
+        bodies.mkdir()
+        server, url = start_server(PAIRWISE_ANSWER, bodies)  # recording pass: the bodies the raw side posts
+        try:
+            first = run_rrbench(run, url, root / "record")
+        finally:
+            stop(server)
+        raw: list[dict[str, Any]] = []
+        ours: list[dict[str, Any]] = []
+        server, url = start_server(PAIRWISE_ANSWER, None)
+        try:
+            for r in range(args.rounds):  # raw, rrbench, rrbench, raw: drift of the machine cancels out
+                raw.append(run_raw(bodies, url, args.concurrency, "pre"))
+                ours += [run_rrbench(run, url, root / f"r{r}{k}") for k in "ab"]
+                raw.append(run_raw(bodies, url, args.concurrency, "pre"))
+                if not args.json:
+                    print(f"round {r + 1}: raw {raw[-2]['rate']:.1f}, {raw[-1]['rate']:.1f} requests/s   rrbench "
+                          f"{ours[-2]['rate']:.1f}, {ours[-1]['rate']:.1f}", flush=True)
+        finally:
+            stop(server)
+    ratio = statistics.median(o["rate"] for o in ours) / statistics.median(r["rate"] for r in raw)
+    rss = max(o["peak_rss_mb"] for o in [first, *ours])
+    return {"benchmark": "client_throughput_instant", "pairs": first["counts"]["expected"], "size": args.size,
+            "order": args.order,
+            "concurrency": args.concurrency, "requests": first["requests"], "counts": first["counts"],
+            "raw_rate": [round(r["rate"], 1) for r in raw], "rrbench_rate": [round(o["rate"], 1) for o in ours],
+            "ratio": round(ratio, 3), "target": INSTANT_TARGET, "peak_rss_mb": round(rss, 1),
+            "cpu_count": os.cpu_count(), "pass": ratio >= INSTANT_TARGET}
+
+
+def report_instant(result: dict[str, Any]) -> None:
+    print(f"{result['pairs']} GenAI-Bench pairs ({result['size']} px PNGs), order {result['order']}: "
+          f"{result['requests']} requests at concurrency {result['concurrency']}, instant local server, "
+          f"{result['cpu_count']} CPUs")
+    print(f"raw async generator, bodies encoded beforehand: {result['raw_rate']} requests/s")
+    print(f"rrbench run (rationalrewards-8b):               {result['rrbench_rate']} requests/s")
+    print(f"ratio rrbench/raw (medians): {result['ratio']:.3f}   (target >= {INSTANT_TARGET})  "
+          f"{'PASS' if result['pass'] else 'FAIL'}")
+    print(f"peak RSS of the rrbench run: {result['peak_rss_mb']:.0f} MB")
+
+
 # ============================================================================================== report
 
 
@@ -339,20 +412,30 @@ def report(result: Result) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200, help="requests per client per round")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=None, help="requests in flight (16; --instant: 32)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (3; --instant: 2)")
     parser.add_argument("--block", type=int, default=None,
                         help="requests per client between switches (default: 2 x concurrency)")
     parser.add_argument("--warmup", type=int, default=32,
                         help="requests per client before the first round (rrbench's are checked byte for byte)")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels (small: a quick server)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="image side in pixels (64: a quick server; --instant: 512)")
     parser.add_argument("--base-url", help="use this running server (…/v1) instead of starting one")
     parser.add_argument("--model", help="model name for --base-url (default: the first of its /models)")
     parser.add_argument("--vllm-python", metavar="PATH", help="python of a vLLM venv: start its CPU server")
     parser.add_argument("--no-pin", action="store_true", help="don't pin clients to one CPU, the server to the rest")
     parser.add_argument("--pipeline", action="store_true", help="also time the full `rrbench run` path")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    instant_group = parser.add_argument_group("--instant: the whole rrbench run against an instant local server")
+    instant_group.add_argument("--instant", action="store_true", help="measure `rrbench run` end to end (issue 19)")
+    instant_group.add_argument("--pairs", type=int, default=500, help="GenAI-Bench pairs in the local copy")
+    instant_group.add_argument("--order", choices=("fixed", "both"), default="fixed", help="judge orders per pair")
+    instant_group.add_argument("--data", help="a GenAI-Bench copy written before (bench/data_memory.py's layout)")
     args = parser.parse_args(argv)
+    # the two modes' defaults (issue 19's setting for --instant: 512x512 PNGs, concurrency 32)
+    for name, plain, whole in (("size", 64, 512), ("concurrency", 16, 32), ("rounds", 3, 2)):
+        if getattr(args, name) is None:
+            setattr(args, name, whole if args.instant else plain)
     args.block = args.block or 2 * args.concurrency
     if min(args.requests, args.concurrency, args.rounds, args.block, args.warmup) < 1:
         parser.error("--requests, --concurrency, --rounds, --block and --warmup must be at least 1")
@@ -361,6 +444,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.instant:
+        result = instant(args)
+        print(json.dumps(result)) if args.json else report_instant(result)
+        return 0 if result["pass"] else 1
     # Pinned, the server's speed swings less with whatever the clients do on its cores (rounds of the raw client
     # against itself spread about half as much), and both clients get the same budget: one core.
     cpus = None if args.no_pin else split_cpus()

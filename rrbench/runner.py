@@ -37,6 +37,7 @@ from rrbench.generators._base import Generator
 from rrbench.generators._pool import GeneratorPool
 from rrbench.generators._ray import RayGeneratorPool
 from rrbench.models._base import RewardModel
+from rrbench.prefetch import Prefetch
 from rrbench.progress import Progress
 from rrbench.protocols import official, pairwise
 from rrbench.protocols._base import SampleStep
@@ -420,12 +421,20 @@ class Runner:
             samples = iter(self.task.load(data))
         return subset.take(samples, self.spec)  # the first --limit samples, or the chosen --subset
 
-    def _next_sample(self, samples: Iterator[Sample], count: int) -> Sample | None:
+    def _pull(self, samples: Iterator[Sample]) -> Callable[[int], Any]:
+        """The loader thread's side of ``_next_sample`` (rrbench.prefetch): the next item, under plugin_call."""
+
+        def pull(count: int) -> Any:
+            with plugin_call(f"task '{self.task.name}' stopped loading after {count} samples"):
+                return next(samples, None)
+
+        return pull
+
+    async def _next_sample(self, feed: Prefetch, count: int) -> Sample | None:
         """The loader's next sample; None at its end. A loader that raises cannot go on (a generator that raised is
         finished): the error, naming the task and how far it got, ends the run once the samples in flight are in."""
         try:
-            with plugin_call(f"task '{self.task.name}' stopped loading after {count} samples"):
-                sample = next(samples, None)
+            sample = await feed.next()
         except (KeyboardInterrupt, SystemExit) as exc:
             self._plugin_interrupt(exc)
             return None
@@ -453,12 +462,12 @@ class Runner:
         in_flight: set[asyncio.Task[None]] = set()
         seen: set[str] = set()
         new = 0
-        samples = self._samples()
+        feed = Prefetch(self._pull(self._samples()), ahead=min(8, max(2, self.concurrency // 4)))
         stopped: BaseException | None = None  # the loader's error, said once the samples in flight are recorded
         try:
             while not self._stop.is_set():
                 try:
-                    sample = self._next_sample(samples, len(seen))
+                    sample = await self._next_sample(feed, len(seen))
                 except UserError as exc:
                     stopped = exc
                     break
@@ -491,6 +500,7 @@ class Runner:
             if stopped is not None:
                 raise stopped
         finally:
+            feed.close()
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)

@@ -132,3 +132,55 @@ def test_one_overload_burst_halves_the_limit_once() -> None:
         return seen
 
     assert asyncio.run(main()) == [4, 4, 4, 4, 4, 4, 4, 4, 2]
+
+
+def test_a_dead_endpoint_rests_and_retries_go_to_the_live_one() -> None:
+    """Two endpoints, one refusing connections: least-busy alone would send every retry back to the dead one (it
+    fails at once, so it is never busy); resting it after a connection failure lets all requests succeed."""
+    from tests.judge_server import ScriptedJudge
+
+    with ScriptedJudge(lambda request: "fine") as live, ScriptedJudge(lambda request: "fine") as dead:
+        dead.stop()  # its port now refuses connections
+
+        async def main() -> list[Completion]:
+            backend = OpenAIHTTPBackend([dead.url, live.url], "judge", max_retries=1, backoff_s=0.0, concurrency=4)
+            try:
+                return list(await asyncio.gather(*(backend.chat(c, GREEDY) for c in _conversations(8))))
+            finally:
+                await backend.close()
+
+        answers = asyncio.run(main())
+    assert [a.text for a in answers] == ["fine"] * 8
+    assert len(live.requests) == 8
+
+
+def test_the_data_uri_of_an_image_is_built_once_for_both_orders() -> None:
+    """A pair judged in both orders sends each image's base64 twice but reads and encodes it once."""
+    from tests.judge_server import ScriptedJudge
+
+    sample = next(iter(sanity(n=1).load(None)))
+    a, b = sample.candidates
+    reads = {"n": 0}
+    real = Media.read_bytes
+
+    def counting(self: Media) -> bytes:
+        reads["n"] += 1
+        return real(self)
+
+    with ScriptedJudge(lambda request: "fine") as server:
+        async def main() -> None:
+            backend = OpenAIHTTPBackend([server.url], "judge")
+            try:
+                for first, second in ((a, b), (b, a)):
+                    await backend.chat([user_message(text_part("which?"), image_part(first), image_part(second))],
+                                       GREEDY)
+            finally:
+                await backend.close()
+
+        import unittest.mock
+
+        with unittest.mock.patch.object(Media, "read_bytes", counting):
+            asyncio.run(main())
+    sent = [[image.data for image in request.images] for request in server.requests]
+    assert sent[0] == sent[1][::-1] and sent[0][0] != sent[0][1]  # both orders sent whole, in their order
+    assert reads["n"] == 2  # one read per image (then its MIME type comes from the format the sample names)

@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -127,10 +128,13 @@ class OpenAIHTTPBackend(Backend):
         self.max_pixels = max_pixels
         self.limit = AdaptiveLimit(concurrency)
         self._busy = dict.fromkeys(self.base_urls, 0)
+        self._health = {u: _Health() for u in self.base_urls}
         self._client: Any = None
         self._httpx: Any = None  # the httpx module, once start() imported it
         self._scrub = Scrubber.from_env(api_key_env, self.base_urls)
         self.downscaled = 0
+        self._downscaled_lock = threading.Lock()  # bodies are built in worker threads
+        self._uris = UriCache()
 
     def describe(self) -> dict[str, Any]:
         # the key's variable name is recorded, never its value
@@ -177,7 +181,10 @@ class OpenAIHTTPBackend(Backend):
 
     async def chat(self, messages: Sequence[Message], sampling: Sampling) -> Completion:
         await self.start()
-        body = self._body(messages, sampling)
+        # A body with images costs a read, a header check and base64 per image: in a worker thread, where the
+        # copying runs beside the loop's HTTP (issue 19: a fast server made this the client's bottleneck).
+        body = await asyncio.to_thread(self._body, messages, sampling) if _has_images(messages) else \
+            self._body(messages, sampling)
         attempt = 0
         while True:
             sent_in = self.limit.epoch
@@ -203,7 +210,10 @@ class OpenAIHTTPBackend(Backend):
         return random.uniform(0, self.backoff_s * 2**attempt)  # full jitter: retries of many samples spread out
 
     def _pick_url(self) -> str:
-        return min(self.base_urls, key=lambda u: self._busy[u])
+        """The least busy endpoint among those not resting after a failure (all of them when every one is)."""
+        now = time.monotonic()
+        up = [u for u in self.base_urls if self._health[u].until <= now] or self.base_urls
+        return min(up, key=lambda u: self._busy[u])
 
     async def _post(self, body: bytes) -> Completion:
         httpx = self._httpx  # imported by start()
@@ -221,9 +231,12 @@ class OpenAIHTTPBackend(Backend):
             raise _final(FailureKind.HTTP, 200, f"{shown}: answer too large ({exc}; the limit is "
                          f"{MAX_BODY_BYTES // 2**20} MiB)") from None
         except httpx.HTTPError as exc:
+            if isinstance(exc, httpx.TransportError):  # refused, reset, cut: its retry goes to another endpoint
+                self._health[url].failed()
             raise BackendError(FailureKind.HTTP, self._scrub(f"{shown}: {type(exc).__name__}: {exc}")) from None
         finally:
             self._busy[url] -= 1
+        self._health[url].answered(status)
         return self._completion(status, headers, content, shown, time.perf_counter() - start)
 
     async def _exchange(self, url: str, body: bytes) -> tuple[int, Any, bytes]:
@@ -342,6 +355,11 @@ class OpenAIHTTPBackend(Backend):
         return {"role": message["role"], "content": parts}
 
     def _data_uri(self, media: Media) -> bytes:
+        """The image as the request carries it; one encoding per content and declared type while it is recent (a
+        pair judged in both orders, an image several samples share)."""
+        key = f"{media.key}\x1f{media.format or ''}" if not media.key.startswith("unreadable:") else None
+        if key is not None and (uri := self._uris.get(key)) is not None:
+            return uri
         try:
             data, mime = media.read_bytes(), media.mime
             data, mime = self._checked(data, mime, media.describe())
@@ -349,7 +367,10 @@ class OpenAIHTTPBackend(Backend):
             raise BackendError(FailureKind.DATA, str(exc)) from exc
         # the MIME type as JSON writes it (a task names it; it may hold anything), the base64 as it is
         escaped = json.dumps(mime, ensure_ascii=False)[1:-1].encode("utf-8")
-        return b"data:" + escaped + b";base64," + b64encode(data)
+        uri = b"data:" + escaped + b";base64," + b64encode(data)
+        if key is not None:
+            self._uris.put(key, uri)
+        return uri
 
     def _checked(self, data: bytes, mime: str, what: str) -> tuple[bytes, str]:
         """The bytes to send: the original ones, after a look at the header (a decompression bomb or a file that is
@@ -365,12 +386,68 @@ class OpenAIHTTPBackend(Backend):
                 raise DataError(f"corrupt image {what}: {exc}") from exc
         out = io.BytesIO()
         small.save(out, format="PNG")
-        self.downscaled += 1
+        with self._downscaled_lock:
+            self.downscaled += 1
         return out.getvalue(), "image/png"
 
 
 class _TooLarge(Exception):
     pass
+
+
+class _Health:
+    """An endpoint's rest after failures: a dead replica would otherwise be the least busy one (it fails at once)
+    and draw every retry. Connection failures and 502/503/504 rest it 1 s, doubling with each failure in a row up
+    to 30 s; any other answer ends the rest."""
+
+    def __init__(self) -> None:
+        self.until = 0.0
+        self.in_a_row = 0
+
+    def failed(self) -> None:
+        self.in_a_row += 1
+        self.until = time.monotonic() + min(30.0, 2.0 ** (self.in_a_row - 1))
+
+    def answered(self, status: int) -> None:
+        if status in (502, 503, 504):
+            self.failed()
+        else:
+            self.in_a_row, self.until = 0, 0.0
+
+
+def _has_images(messages: Sequence[Message]) -> bool:
+    return any(not isinstance(m["content"], str) and any(p["type"] == "image" for p in m["content"])
+               for m in messages)
+
+
+class UriCache:
+    """Recently built data URIs by content key, at most ``max_bytes`` (least recently used dropped first);
+    thread-safe: bodies are built in worker threads."""
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            uri = self._items.get(key)
+            if uri is not None:
+                self._items.move_to_end(key)
+            return uri
+
+    def put(self, key: str, uri: bytes) -> None:
+        if len(uri) > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = uri
+            self._size += len(uri)
+            while self._size > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._size -= len(dropped)
 
 
 def _final(kind: FailureKind, status: int, message: str) -> BackendError:
