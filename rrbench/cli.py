@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     refine_cli.add_parser(sub)
     _add_export(sub)
+    _add_import(sub)
     _add_ls(sub)
     _add_show(sub)
     _add_rescore(sub)
@@ -180,17 +181,40 @@ def _add_export(sub: Any) -> None:
     p = sub.add_parser(
         "export",
         help="copy a generation run's images (or a judge run's answers) into the files a benchmark's own "
-             "evaluator reads",
+             "evaluator reads; `export lm-eval DIR`: an lm-evaluation-harness task pack",
         description="Write a generation run's images into DIR, named as the task's official evaluator expects "
                     "(--layout official) or as rrbench names them (--layout rrbench: <sample id>_<i>.png). "
                     "Given a judge run of a benchmark's own judge protocol, write its raw judge answers in the "
-                    "files the benchmark's official scorer reads, so that scorer can be run on them.",
+                    "files the benchmark's official scorer reads, so that scorer can be run on them. "
+                    "`rrbench export lm-eval DIR [--task T,...] [--data PATH]`: when the first argument is the word "
+                    "lm-eval, write an lm-evaluation-harness task pack into DIR instead (one YAML per preference "
+                    "task, default every one that has an lm-eval form, plus utils.py; docs/lm-eval.md). A run "
+                    "directory named lm-eval is exported with ./lm-eval.",
     )
     p.add_argument("run_dir", help="a generation run directory (rrbench generate), or a judge run of a benchmark's "
-                                   "own judge protocol")
+                                   "own judge protocol; or the word lm-eval")
     p.add_argument("out", help="the folder to write (created; existing files are never overwritten)")
     p.add_argument("--layout", choices=("official", "rrbench"), default="official",
                    help="official (the task's own evaluator layout; rrbench's where the task has none) or rrbench")
+    p.add_argument("--task", help="lm-eval: the task(s) to export, comma-separated (default: every one)")
+    p.add_argument("--data", help="lm-eval: a local copy of the one --task's dataset in its public schema; the pack "
+                                  "reads it from this absolute path")
+
+
+def _add_import(sub: Any) -> None:
+    p = sub.add_parser(
+        "import",
+        help="turn another harness's answers into an rrbench run (lm-eval --log_samples output)",
+        description="`rrbench import lm-eval SAMPLES.jsonl --task T`: read the samples file lm-eval wrote with "
+                    "--log_samples for a task of a pack from `rrbench export lm-eval`, and write an rrbench run "
+                    "directory scored with rrbench's metric code (coverage, CIs). docs/lm-eval.md",
+    )
+    p.add_argument("format", choices=("lm-eval",), help="where the answers come from")
+    p.add_argument("samples", help="lm-eval's samples_<task>_<time>.jsonl")
+    p.add_argument("--task", required=True, help="the rrbench task the samples are of (e.g. genai-bench-t2i)")
+    p.add_argument("--data", help="the local copy the pack was made from (as rrbench run --data)")
+    p.add_argument("--output", default=None, help="folder that holds run directories (default: runs/)")
+    p.add_argument("--model-name", default="lm-eval", help="the judge's name in the run (default lm-eval)")
 
 
 LS_EPILOG = """\
@@ -395,8 +419,34 @@ def _sharding(args: argparse.Namespace, spec: RunSpec) -> dict[str, Any]:
 def cmd_export(args: argparse.Namespace) -> int:
     from rrbench.export import export
 
+    if args.run_dir == "lm-eval":
+        return _export_lm_eval(args)
+    if args.task or args.data:
+        raise UserError("--task and --data belong to `rrbench export lm-eval DIR`")
     written = export(Path(args.run_dir), Path(args.out), args.layout)
     print(f"wrote {written} files to {args.out} ({args.layout} layout)")
+    return 0
+
+
+def _export_lm_eval(args: argparse.Namespace) -> int:
+    from rrbench.lmeval.core import lm_name
+    from rrbench.lmeval.export import export as export_pack
+
+    tasks = [t.strip() for t in args.task.split(",") if t.strip()] if args.task else None
+    report = export_pack(Path(args.out), tasks, Path(args.data) if args.data else None)
+    for name, why in report.items():
+        print(f"  {name}: " + ("written" if why is None else f"not exported: {why}"))
+    print(f"wrote an lm-eval task pack to {args.out}: lm_eval --include_path {args.out} --tasks "
+          + ",".join(lm_name(n) for n, why in report.items() if why is None))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from rrbench.lmeval.import_ import import_samples
+
+    out, record = import_samples(Path(args.samples), args.task, Path(args.data) if args.data else None,
+                                 Path(args.output or "runs"), args.model_name)
+    print(describe_run(record, str(out)))
     return 0
 
 
@@ -749,7 +799,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare,
     "doctor": cmd_doctor, "leaderboard": cmd_leaderboard, "report": cmd_report, "runs": cmd_runs,
-    "generate": cmd_generate, "export": cmd_export, "refine": refine_cli.cmd,
+    "generate": cmd_generate, "export": cmd_export, "import": cmd_import, "refine": refine_cli.cmd,
 }
 
 
