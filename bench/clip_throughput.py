@@ -17,6 +17,7 @@ Target: none fixed (the issue asks for the figure); below 0.5 on a GPU at batch 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import zlib
 from typing import Any
@@ -91,6 +92,7 @@ def main() -> int:
     parser.add_argument("--text-layers", type=int, default=TEXT["num_hidden_layers"])
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--matmul-n", type=int, default=8192)
+    parser.add_argument("--json", action="store_true", help="print one JSON object (bench/gpu_check.py reads it)")
     args = parser.parse_args()
 
     encoder = build(args)
@@ -109,6 +111,12 @@ def main() -> int:
     rate = matmul_rate(args.device, getattr(torch, args.dtype), args.matmul_n)
     ideal = flops / rate
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    if args.json:
+        print(json.dumps({"device": name, "dtype": args.dtype, "batch": args.batch,
+                          "images_per_s": args.batch / elapsed, "matmul_bound_images_per_s": args.batch / ideal,
+                          "ratio": ideal / elapsed,
+                          "matmul_tflops": rate / 1e12, "batch_tflop": flops / 1e12}))
+        return 0
     print(f"device {name}, {args.dtype}, batch {args.batch}, layers vision {args.vision_layers} "
           f"text {args.text_layers}")
     print(f"matmul rate ({args.matmul_n}^3): {rate / 1e12:.1f} TFLOP/s")

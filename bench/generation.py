@@ -64,6 +64,11 @@ def generator_args(model: Path, size: int, steps: int) -> list[str]:
     return [f"path={model}", f"steps={steps}", f"width={size}", f"height={size}"]
 
 
+def placement(job: dict[str, Any]) -> tuple[str, str]:
+    """(device, dtype) of both loops: the CPU in fp32 unless the job names others (``--device``, ``--dtype``)."""
+    return job.get("device", "cpu"), job.get("dtype", "float32")
+
+
 # ------------------------------------------------------------------------------------------------ children
 
 
@@ -78,7 +83,9 @@ def child_rrbench(job: dict[str, Any]) -> dict[str, Any]:
     started, cpu = time.perf_counter(), cpu_s()
     args = ["generate", "--task", TASK, "--generator", "flux-dev", "-T", f"images_per_prompt={IMAGES_PER_PROMPT}",
             "-T", f"n={job['prompts']}", "--output", job["out"], "--quiet", "--no-resume"]
-    for item in generator_args(Path(job["model"]), job["size"], job["steps"]):
+    device, dtype = placement(job)
+    for item in [*generator_args(Path(job["model"]), job["size"], job["steps"]), f"device={device}",
+                 f"dtype={dtype}"]:
         args += ["-G", item]
     code = rrbench_main(args)
     wall, cpu = time.perf_counter() - started, cpu_s() - cpu
@@ -96,7 +103,9 @@ def child_raw(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(job["threads"])
     started, cpu = time.perf_counter(), cpu_s()
-    pipe = FluxPipeline.from_pretrained(job["model"], torch_dtype=torch.float32, local_files_only=True)
+    device, dtype = placement(job)
+    pipe = FluxPipeline.from_pretrained(job["model"], torch_dtype=getattr(torch, dtype), local_files_only=True)
+    pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     out = Path(job["out"])
     files, times = {}, []
@@ -248,7 +257,7 @@ def loops(args: argparse.Namespace, model: Path, workdir: Path) -> dict[str, Any
         out = workdir / f"{kind}-{n}"
         out.mkdir()
         job = {"model": str(model), "size": args.size, "steps": args.steps, "prompts": prompts, "items": items,
-               "out": str(out), "threads": args.threads}
+               "out": str(out), "threads": args.threads, "device": args.device, "dtype": args.dtype}
         runs[kind].append(spawn(kind, job, workdir))
     first_rr, first_raw = runs["rrbench"][0], runs["raw"][0]
     same = first_rr["exit"] == 0 and set(first_rr["files"]) == set(first_raw["files"]) and all(
@@ -275,6 +284,11 @@ def main() -> int:
                              "part of the ratio)")
     parser.add_argument("--ray-images", type=int, default=192, help="images per Ray pool (1 and 2 actors)")
     parser.add_argument("--only", choices=("loops", "ray"), help="only (a) and (b), or only (c)")
+    parser.add_argument("--pipeline", choices=("tiny", "flux-dev"), default="tiny",
+                        help="tiny: tests/tiny_diffusers.py's Flux; flux-dev: FLUX.1-dev's size, random weights "
+                             "(bench/gpu_configs.py; a GPU)")
+    parser.add_argument("--device", default="cpu", help="both loops' device (cuda for --pipeline flux-dev)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="both loops' dtype")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "JOB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -287,7 +301,12 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="rrbench-bench-gen-") as tmp:
         workdir = Path(tmp)
-        model = build_flux(workdir / "tiny-flux")
+        if args.pipeline == "flux-dev":
+            from bench.gpu_configs import build_flux_dev
+
+            model = build_flux_dev(workdir / "flux-dev", device=args.device, dtype=args.dtype)
+        else:
+            model = build_flux(workdir / "tiny-flux")
         r = loops(args, model, workdir) if args.only != "ray" else {}
         if args.only != "loops":
             items = work_items(args.ray_images // IMAGES_PER_PROMPT)
@@ -308,7 +327,7 @@ def main() -> int:
         print(json.dumps({**r, "pass": ok}))
         return 0 if ok else 1
     verdict = {True: "PASS", False: "FAIL"}
-    print(f"tiny Flux, {args.size}x{args.size}, {args.steps} steps")
+    print(f"{args.pipeline} Flux on {args.device} ({args.dtype}), {args.size}x{args.size}, {args.steps} steps")
     if "loop" in checks:
         print(f"(a) {r['images']} images per loop, {args.rounds} rounds each, {args.threads} torch thread(s); steady "
               f"images/s: rrbench {r['rate_rrbench']:.2f}, raw diffusers {r['rate_raw']:.2f} -> {r['loop_ratio']:.3f}x "

@@ -367,43 +367,65 @@ def sft_rrbench_side(model: Path, data: Path, config: Path, out: Path) -> dict[s
     stage = json.loads((out / "stage.json").read_text())
     return {"steps": steps_of(timer), "global_step": stage["counts"]["global_step"],
             "batches_checked": stage["counts"]["batches_checked"],
-            "trainable": stage["counts"]["trainable_parameters"]}
+            "trainable": stage["counts"]["trainable_parameters"], "peak_gpu_mb": peak_gpu_mb()}
 
 
-def sft_trl_side(model_dir: Path, data: Path, steps: int, batch: int, out: Path) -> dict[str, Any]:
+def peak_gpu_mb() -> float | None:
+    """Peak GPU memory this process allocated (torch's allocator), None on the CPU."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
+def sft_trl_side(model_dir: Path, data: Path, steps: int, batch: int, out: Path, recipe: dict[str, Any]
+                 ) -> dict[str, Any]:
     """A bare TRL script: the processor, the model (vision tower frozen), the dataset, SFTConfig, SFTTrainer."""
     import datasets
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTConfig, SFTTrainer
 
+    cuda, bf16 = torch.cuda.is_available(), recipe["precision"] == "bf16"
     processor = AutoProcessor.from_pretrained(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=getattr(torch, recipe["model_dtype"]))
     for parameter in model.model.visual.parameters():
         parameter.requires_grad_(False)
     config = SFTConfig(
-        output_dir=str(out), max_length=None, completion_only_loss=True, use_cpu=True, report_to="none",
-        bf16=False, fp16=False,  # fp32 (SFTConfig's default bf16=True would autocast even on the CPU)
+        output_dir=str(out), max_length=None, completion_only_loss=True, use_cpu=not cuda, report_to="none",
+        bf16=bf16, fp16=False,  # said explicitly: SFTConfig's default bf16=True would autocast even on the CPU
         learning_rate=TRAIN["learning_rate"], lr_scheduler_type=TRAIN["lr_scheduler_type"], warmup_steps=0,
         weight_decay=TRAIN["weight_decay"], max_steps=steps, per_device_train_batch_size=batch,
-        gradient_accumulation_steps=1, gradient_checkpointing=False, save_strategy="no", logging_steps=1,
+        gradient_accumulation_steps=1, gradient_checkpointing=recipe["gradient_checkpointing"], save_strategy="no",
+        logging_steps=1,
         dataloader_num_workers=0, seed=TRAIN["seed"], data_seed=TRAIN["seed"])
     timer = step_timer()
     trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.load_from_disk(str(data)),
                          processing_class=processor, callbacks=[timer])
     trainer.train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"steps": steps_of(timer), "global_step": trainer.state.global_step, "trainable": trainable}
+    return {"steps": steps_of(timer), "global_step": trainer.state.global_step, "trainable": trainable,
+            "peak_gpu_mb": peak_gpu_mb()}
 
 
-def sft_inputs(work: Path, rows: int) -> tuple[Path, Path]:
-    """The tiny Qwen3-VL and a build-sft dataset of ``rows`` rows (every fifth record is filtered out)."""
+# --model-size 8b (bench/gpu_check.sh on a GPU): Qwen3-VL-8B's size, random bf16 weights, gradient checkpointing as
+# the paper; bf16 weights and optimizer state because the paper's fp32 master weights (8B x 16 bytes with Adam) do
+# not fit one GPU.
+TRAIN_8B = {**TRAIN, "precision": "bf16", "model_dtype": "bfloat16", "gradient_checkpointing": True}
+
+
+def sft_inputs(work: Path, rows: int, model_size: str = "tiny") -> tuple[Path, Path]:
+    """The tiny (or 8B-size) Qwen3-VL and a build-sft dataset of ``rows`` rows (every fifth record filtered out)."""
     sys.path.insert(0, str(ROOT))
     from rrbench_train import cli
     from tests.fixtures.sft_data import write_stages
     from tests.fixtures.tiny_qwen3vl import build
 
-    model = build(work / "tiny-qwen3vl")
+    if model_size == "8b":
+        from bench.gpu_configs import build_qwen3vl_8b
+
+        model = build_qwen3vl_8b(work / "qwen3vl-8b", weights=True)
+    else:
+        model = build(work / "tiny-qwen3vl")
     _, filtered = write_stages(work / "stages", rows * 5 // 4 + 1)
     with contextlib.redirect_stdout(sys.stderr):  # build-sft's summary line would break --json
         built_ok = cli.main(["build-sft", "--from", str(filtered)]) == 0
@@ -416,14 +438,15 @@ def sft_inputs(work: Path, rows: int) -> tuple[Path, Path]:
 def sft_steps(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import yaml
 
-    model, data = sft_inputs(work, args.rows)
+    model, data = sft_inputs(work, args.rows, args.model_size)
     config = work / "recipe.yaml"
-    config.write_text(yaml.safe_dump({**TRAIN, "max_steps": args.steps, "effective_batch_size": args.batch,
+    train = TRAIN_8B if args.model_size == "8b" else TRAIN
+    config.write_text(yaml.safe_dump({**train, "max_steps": args.steps, "effective_batch_size": args.batch,
                                       "per_device_train_batch_size": args.batch}))
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     common = ["--model-dir", str(model), "--data", str(data), "--steps", str(args.steps), "--batch",
-              str(args.batch), "--threads", str(args.threads)]
+              str(args.batch), "--threads", str(args.threads), "--model-size", args.model_size]
     rows: dict[str, list[dict[str, Any]]] = {"rrbench": [], "trl": []}
     for rep in range(args.reps):
         order = ("rrbench", "trl") if rep % 2 == 0 else ("trl", "rrbench")
@@ -442,7 +465,11 @@ def sft_steps(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                          f"{[(s, r['trainable']) for s, v in rows.items() for r in v]}")
     result: dict[str, Any] = {"steps": args.steps, "batch": args.batch, "rows": args.rows, "reps": args.reps,
                               "threads": args.threads, "trainable_parameters": rows["trl"][0]["trainable"],
-                              "batches_checked": rows["rrbench"][0]["batches_checked"]}
+                              "batches_checked": rows["rrbench"][0]["batches_checked"], "model_size": args.model_size,
+                              "precision": train["precision"]}
+    for side in ("rrbench", "trl"):
+        peaks = [r["peak_gpu_mb"] for r in rows[side] if r.get("peak_gpu_mb") is not None]
+        result[f"{side}_peak_gpu_mb"] = max(peaks) if peaks else None
     for key in ("median_step_s", "mean_step_s", "median_cpu_s"):
         for side in ("rrbench", "trl"):
             result[f"{side}_{key}"] = spread([r[key] for r in rows[side]])
@@ -514,6 +541,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=24, help="rows of the SFT dataset")
     p.add_argument("--reps", type=int, default=3, help="SFT repetitions (each side once per repetition)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each SFT process")
+    p.add_argument("--model-size", choices=("tiny", "8b"), default="tiny",
+                   help="SFT model: the tiny Qwen3-VL, or Qwen3-VL-8B's size with random weights (a GPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     # internal: this script's child processes
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -539,7 +568,8 @@ def run_child(args: argparse.Namespace) -> int:
         if args.child == "sft-rrbench":
             result = sft_rrbench_side(Path(args.model_dir), Path(args.data), Path(args.config), Path(args.out))
         else:
-            result = sft_trl_side(Path(args.model_dir), Path(args.data), args.steps, args.batch, Path(args.out))
+            result = sft_trl_side(Path(args.model_dir), Path(args.data), args.steps, args.batch, Path(args.out),
+                                  TRAIN_8B if args.model_size == "8b" else TRAIN)
     print(json.dumps(result))
     return 0
 
