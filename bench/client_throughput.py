@@ -266,20 +266,12 @@ async def one_round(jobs: Sequence[tuple[str, Job]], n: int, block: int, result:
 
 async def check_identical(backend: OpenAIHTTPBackend, convs: Sequence[Conversation],
                           bodies: Sequence[bytes]) -> None:
-    """Warm rrbench up while recording the bytes it sends: the comparison is void unless they match raw's."""
-    sent: list[bytes] = []
-
-    async def record(request: httpx.Request) -> None:
-        sent.append(request.content)
-
-    await backend.start()
-    hooks = backend._client.event_hooks  # the backend's own pool; only the warm-up is observed
-    hooks["request"] = [*hooks["request"], record]
-    for conv, body in zip(convs, bodies, strict=True):  # one at a time, so the order of `sent` is known
-        await backend.chat(conv, SAMPLING)
-        if sent[-1] != body:
+    """The comparison is void unless rrbench sends the raw side's bytes: its body for each conversation is checked,
+    then the warm-up requests go out."""
+    for conv, body in zip(convs, bodies, strict=True):
+        if backend._body(conv, SAMPLING) != body:
             raise SystemExit("rrbench and the raw generator send different bytes; the comparison would be void")
-    hooks["request"] = [h for h in hooks["request"] if h is not record]
+    await run_rrbench(backend, convs)
 
 
 async def compare(server: Server, args: argparse.Namespace, result: Result) -> None:

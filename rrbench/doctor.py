@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 # extra -> the modules it provides (all must import for the extra to count as installed)
 EXTRAS = {
-    "api": ("httpx",),
+    "api": ("aiohttp",),
     "transformers": ("transformers", "torch", "torchvision", "accelerate", "huggingface_hub"),
     "vllm": ("vllm",),
     "diffusers": ("diffusers",),
@@ -54,7 +54,7 @@ EXTRAS = {
     "lm-eval": ("lm_eval",),
     "plots": ("matplotlib",),
 }
-# What a VLM judge's engine imports (rrbench.models._vlm): a server is reached with httpx.
+# What a VLM judge's engine imports (rrbench.models._vlm): a server is reached with aiohttp.
 ENGINE_EXTRAS = {"http": ("api",), "vllm-serve": ("api", "vllm"), "vllm": ("vllm",), "transformers": ("transformers",)}
 IN_PROCESS = ("transformers", "vllm")  # extras whose models run on this machine's GPU (or CPU)
 _MISSING_EXTRA = re.compile(r"is not installed; install it with: pip install 'rrbench\[([\w-]+)\]'")

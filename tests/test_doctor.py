@@ -21,7 +21,7 @@ def test_environment_report_names_each_extra_with_its_install_command(tmp_path: 
     done = rrbench("doctor", env=cli_env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     (api,) = _lines(done.stdout, "extra [api]")
-    assert api.startswith("ok") and "httpx" in api  # the test extra installs it
+    assert api.startswith("ok") and "aiohttp" in api  # the test extra installs it
     for extra in ("transformers", "vllm", "diffusers", "datasets", "plots"):
         (line,) = _lines(done.stdout, f"extra [{extra}]")
         assert line.startswith("ok") or f"pip install 'rrbench[{extra}]'" in line

@@ -20,7 +20,6 @@ import base64
 import contextlib
 import io
 import json
-import logging
 import os
 import random
 import secrets
@@ -34,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rrbench.backends._base import Backend, BackendError, Completion, Message, Sampling
+from rrbench.backends._exchange import MAX_BODY_BYTES, ExchangeError, exchange, new_session
 from rrbench.redact import Scrubber, redact_url
 from rrbench.registry import require
 from rrbench.types import DataError, FailureKind, Media, UserError, open_image, to_rgb
@@ -44,9 +44,6 @@ try:  # the same bytes as base64.b64encode, at memory speed: a megabyte image co
 except ImportError:  # rrbench[api] installs it; without it the standard library's, slower on big images
     from base64 import b64encode  # type: ignore[assignment]
 
-JSON_HEADERS = {"content-type": "application/json"}
-MAX_BODY_BYTES = 16 * 2**20  # a successful answer larger than this is a failure, and is not read any further
-ERROR_BODY_BYTES = 64 * 2**10  # read of an error page, for the first ERROR_SNIPPET characters shown
 ERROR_SNIPPET = 300
 
 
@@ -130,10 +127,8 @@ class OpenAIHTTPBackend(Backend):
         self._busy = dict.fromkeys(self.base_urls, 0)
         self._health = {u: _Health() for u in self.base_urls}
         self._client: Any = None
-        self._httpx: Any = None  # the httpx module, once start() imported it
         self._scrub = Scrubber.from_env(api_key_env, self.base_urls)
         self.downscaled = 0
-        self._downscaled_lock = threading.Lock()  # bodies are built in worker threads
         self._uris = UriCache()
 
     def describe(self) -> dict[str, Any]:
@@ -151,17 +146,11 @@ class OpenAIHTTPBackend(Backend):
 
     async def start(self) -> None:
         if self._client is None:
-            # Imported off the event loop (~0.16 s): a refine generation stage running beside this start goes on.
-            httpx = self._httpx = await asyncio.to_thread(require, "httpx", "api")
-            # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under us mid-request.
-            limits = httpx.Limits(max_connections=self.limit.maximum * 2, max_keepalive_connections=self.limit.maximum,
-                                  keepalive_expiry=4.0)
+            # Imported off the event loop (~0.1 s): a refine generation stage running beside this start goes on.
+            await asyncio.to_thread(require, "aiohttp", "api")
             headers = self._headers()
-            # httpx logs every request's URL at INFO, a ?key= query included, wherever logging is turned up
-            logging.getLogger("httpx").setLevel(logging.WARNING)
             self._scrub = Scrubber.from_env(self.api_key_env, self.base_urls)  # the key as it is now
-            self._client = httpx.AsyncClient(headers=headers, timeout=self.timeout_s, limits=limits,
-                                             follow_redirects=False)
+            self._client = new_session(self.limit.maximum * 2, self.limit.maximum, self.timeout_s, headers)
 
     async def check_reachable(self, timeout_s: float = 10.0) -> None:
         """Fail before the first sample when nothing listens at a base URL (a typo, a server not started yet).
@@ -176,15 +165,15 @@ class OpenAIHTTPBackend(Backend):
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     async def chat(self, messages: Sequence[Message], sampling: Sampling) -> Completion:
         await self.start()
-        # A body with images costs a read, a header check and base64 per image: in a worker thread, where the
-        # copying runs beside the loop's HTTP (issue 19: a fast server made this the client's bottleneck).
-        body = await asyncio.to_thread(self._body, messages, sampling) if _has_images(messages) else \
-            self._body(messages, sampling)
+        # Built here, on the loop: ~0.4 ms for a pair of 512-px PNGs (their data URIs are cached, the hashing was
+        # done by the loader thread). In a worker thread it measured slower (0.75-0.8x the raw rate instead of
+        # 0.9-1.0x, bench/client_throughput.py --instant): the hand-over and the GIL passed between threads cost more.
+        body = self._body(messages, sampling)
         attempt = 0
         while True:
             sent_in = self.limit.epoch
@@ -216,49 +205,35 @@ class OpenAIHTTPBackend(Backend):
         return min(up, key=lambda u: self._busy[u])
 
     async def _post(self, body: bytes) -> Completion:
-        httpx = self._httpx  # imported by start()
         url = self._pick_url()
         shown = self._shown[url]
         self._busy[url] += 1
         start = time.perf_counter()
         try:
-            # httpx's timeout bounds each read; this bounds the whole exchange (a byte a second never times out)
+            # the session's timeout bounds each read; this bounds the whole exchange (a byte a second never times out)
             status, headers, content = await asyncio.wait_for(self._exchange(url, body), self.timeout_s)
-        except (asyncio.TimeoutError, httpx.TimeoutException):
-            raise BackendError(FailureKind.TIMEOUT, f"{shown}: no complete answer within {self.timeout_s:g} s "
-                                                    "(-M timeout_s)") from None
-        except _TooLarge as exc:
-            raise _final(FailureKind.HTTP, 200, f"{shown}: answer too large ({exc}; the limit is "
-                         f"{MAX_BODY_BYTES // 2**20} MiB)") from None
-        except httpx.HTTPError as exc:
-            if isinstance(exc, httpx.TransportError):  # refused, reset, cut: its retry goes to another endpoint
+        except asyncio.TimeoutError:
+            raise self._timed_out(shown) from None
+        except ExchangeError as exc:
+            if exc.kind == "timeout":
+                raise self._timed_out(shown) from None
+            if exc.kind == "too_large":
+                raise _final(FailureKind.HTTP, 200, f"{shown}: answer too large ({exc.message}; the limit is "
+                             f"{MAX_BODY_BYTES // 2**20} MiB)") from None
+            if exc.kind == "transport":  # refused, reset, cut: its retry goes to another endpoint
                 self._health[url].failed()
-            raise BackendError(FailureKind.HTTP, self._scrub(f"{shown}: {type(exc).__name__}: {exc}")) from None
+            raise BackendError(FailureKind.HTTP, self._scrub(f"{shown}: {exc.message}")) from None
         finally:
             self._busy[url] -= 1
         self._health[url].answered(status)
         return self._completion(status, headers, content, shown, time.perf_counter() - start)
 
+    def _timed_out(self, shown: str) -> BackendError:
+        return BackendError(FailureKind.TIMEOUT, f"{shown}: no complete answer within {self.timeout_s:g} s "
+                                                 "(-M timeout_s)")
+
     async def _exchange(self, url: str, body: bytes) -> tuple[int, Any, bytes]:
-        """Status, headers and body, read no further than the status needs (nothing of a redirect's body)."""
-        async with self._client.stream("POST", _endpoint(url, "chat/completions"), content=body,
-                                       headers=JSON_HEADERS) as response:
-            status = response.status_code
-            if 300 <= status < 400:
-                return status, response.headers, b""
-            limit = MAX_BODY_BYTES if status < 300 else ERROR_BODY_BYTES
-            declared = response.headers.get("content-length", "")
-            if status < 300 and declared.isdigit() and int(declared) > limit:
-                raise _TooLarge(f"{int(declared):,} bytes announced")
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > limit:
-                    if status >= 300:
-                        break  # an error page: its start is enough
-                    raise _TooLarge(f"more than {limit:,} bytes sent")
-            return status, response.headers, b"".join(chunks)
+        return await exchange(self._client, url, body)
 
     def _completion(self, status: int, headers: Any, content: bytes, url: str, latency: float) -> Completion:
         if status == 429:
@@ -327,9 +302,9 @@ class OpenAIHTTPBackend(Backend):
         return body
 
     def _body(self, messages: Sequence[Message], sampling: Sampling) -> bytes:
-        """The request body, byte for byte what ``json=`` would send (httpx's compact JSON), built without JSON
-        scanning the megabytes of each image: the images' data URIs are spliced in where placeholders stand (base64
-        needs no JSON escaping), so a body costs little more than its base64."""
+        """The request body, byte for byte the compact JSON of the request (``separators=(",", ":")``), built without
+        JSON scanning the megabytes of each image: the images' data URIs are spliced in where placeholders stand
+        (base64 needs no JSON escaping), so a body costs little more than its base64."""
         uris: list[bytes] = []
         marker = f"rrbench-image-{secrets.token_hex(16)}"  # cannot occur in a request's own text
         skeleton = {"model": self.model, "messages": [self._wire(m, uris, marker) for m in messages],
@@ -386,13 +361,8 @@ class OpenAIHTTPBackend(Backend):
                 raise DataError(f"corrupt image {what}: {exc}") from exc
         out = io.BytesIO()
         small.save(out, format="PNG")
-        with self._downscaled_lock:
-            self.downscaled += 1
+        self.downscaled += 1
         return out.getvalue(), "image/png"
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class _Health:
@@ -415,14 +385,9 @@ class _Health:
             self.in_a_row, self.until = 0, 0.0
 
 
-def _has_images(messages: Sequence[Message]) -> bool:
-    return any(not isinstance(m["content"], str) and any(p["type"] == "image" for p in m["content"])
-               for m in messages)
-
-
 class UriCache:
     """Recently built data URIs by content key, at most ``max_bytes`` (least recently used dropped first);
-    thread-safe: bodies are built in worker threads."""
+    thread-safe, for a backend shared by threads."""
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:
         self.max_bytes = max_bytes
@@ -458,17 +423,11 @@ def _final(kind: FailureKind, status: int, message: str) -> BackendError:
     return error
 
 
-def _endpoint(base_url: str, path: str) -> str:
-    """``base_url``/``path``, keeping a query the base URL carries (``?key=...``) after the path, not before it."""
-    parts = urllib.parse.urlsplit(base_url)
-    return urllib.parse.urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{path}"))
-
-
 def probe_models(url: str, api_key_env: str | None, timeout_s: float = 5.0) -> tuple[bool, str]:
     """`rrbench doctor`'s check of a base URL: GET <url>/models as a run would send it, with the same distrust.
 
     (ok, detail); the detail never holds a secret (it does not repeat the URL: show it with ``redact_url``).
-    Credentials in the URL travel as Basic auth, as httpx sends them in a run; a redirect is not followed (it
+    Credentials in the URL travel as Basic auth, as aiohttp sends them in a run; a redirect is not followed (it
     could carry the key to another host) and is a FAIL, as is a refused key; the answer is read up to
     ``MAX_BODY_BYTES``. ``timeout_s`` bounds the whole exchange: urllib's timeout bounds each read, which a server
     trickling a byte at a time never reaches (the probe runs in a daemon thread, left behind if it overruns)."""
