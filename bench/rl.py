@@ -17,16 +17,20 @@ What, side by side in one run, repetitions alternating the order (drift of a sha
    ``FluxPipeline`` sampling of the same images plus the same number of LoRA forward/backward passes of the
    transformer and one optimizer step, no reward. Measured only when the trainer exists.
 
-GPU: one NFT step at Kontext or SD3.5-M size (random weights, LoRA, bf16) needs a GPU; this script does not
-measure it (bench/README.md says whether one was lent).
+Full size (bench/gpu_check.sh's NFT row): ``--pipeline flux-dev --device cuda --dtype bfloat16`` runs all three at
+FLUX.1-dev's size with random weights (bench/gpu_configs.py), LoRA 64/128 on the trainer's attention targets,
+gradient checkpointing and 512 text tokens, as training/rl/presets/flux-dev-t2i.yaml trains; the bare loop keeps
+its LoRA in float32 under autocast, as the trainer does. ``--device cpu`` (the default) hides every GPU from this
+process, so the trainer's accelerate picks the CPU too.
 
     python bench/rl.py [--reps 2] [--steps-per-rep 3] [--latency 0.2] [--micro 3] [--batch 4] [--steps 4]
-                       [--size 32] [--json]
+                       [--size 32] [--pipeline tiny|flux-dev] [--device cpu|cuda] [--dtype float32|bfloat16] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import os
@@ -49,6 +53,10 @@ from tests.refine_critic import PVQ, TF, TR, answer  # noqa: E402
 
 CRITIQUE = answer({TF: 3, PVQ: 4, TR: "N/A"}, None)
 TRAINER = ROOT / "training" / "rl" / "trainer.py"
+# (rank, alpha) of the LoRA, bare loop and trainer alike: the tiny pipeline keeps the test-size one; FLUX.1-dev the
+# paper's 64/128 (training/rl/presets/flux-dev-t2i.yaml)
+LORA = {"tiny": (4, 4), "flux-dev": (64, 128)}
+TEXT_TOKENS = {"tiny": 32, "flux-dev": 512}  # FLUX.1-dev's T5 length: a full-size step pays for its text tokens
 
 
 @contextmanager
@@ -71,7 +79,8 @@ def reward_config(kind: str, url: str) -> dict[str, Any]:
 
 
 class Loop:
-    """The tiny Flux pipeline, its transformer with a LoRA, and one step of the sample -> reward -> train loop."""
+    """The Flux pipeline on ``--device`` in ``--dtype``, its transformer with a LoRA, and one step of the
+    sample -> reward -> train loop."""
 
     def __init__(self, folder: Path, args: argparse.Namespace) -> None:
         import torch
@@ -80,10 +89,23 @@ class Loop:
 
         torch.set_num_threads(max(1, (os.cpu_count() or 2)))
         self.torch, self.args = torch, args
-        self.pipe = FluxPipeline.from_pretrained(folder)
+        self.device, self.dtype = torch.device(args.device), getattr(torch, args.dtype)
+        self.text_tokens = TEXT_TOKENS[args.pipeline]
+        self.pipe = FluxPipeline.from_pretrained(folder, dtype=self.dtype).to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
-        self.pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"]))
-        params = [p for p in self.pipe.transformer.parameters() if p.requires_grad]
+        transformer = self.pipe.transformer
+        rank, alpha = LORA[args.pipeline]
+        if args.pipeline == "tiny":
+            targets = ["to_q", "to_k", "to_v"]
+        else:  # the trainer's own targets and checkpointing, so the overhead compares the same work
+            from rrbench_train.rl.adapters.flux import FluxAdapter
+
+            targets = list(FluxAdapter.default_targets)
+            transformer.enable_gradient_checkpointing()
+        transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets))
+        params = [p for p in transformer.parameters() if p.requires_grad]
+        for param in params:  # float32 LoRA as the trainer's (bf16 updates of lr x grad vanish)
+            param.data = param.data.float()
         self.optimizer = torch.optim.AdamW(params, lr=1e-4)
         self.prompts = [f"a red circle beside tree number {i:02d}." for i in range(args.batch)]
 
@@ -92,22 +114,27 @@ class Loop:
         generator = [self.torch.Generator().manual_seed(micro * 100 + i) for i in range(a.batch)]
         with self.torch.no_grad():
             out = self.pipe(self.prompts, num_inference_steps=a.steps, height=a.size, width=a.size,
-                            guidance_scale=3.5, max_sequence_length=32, generator=generator)
+                            guidance_scale=3.5, max_sequence_length=self.text_tokens, generator=generator)
         return list(out.images)
 
     def train(self) -> None:
         """One LoRA forward/backward per micro-batch on packed latents of the sampled size, one optimizer step."""
         torch, a, t = self.torch, self.args, self.pipe.transformer
-        tokens, channels = (a.size // 8 // 2) ** 2, t.config.in_channels
+        tokens, channels, text_len = (a.size // 8 // 2) ** 2, t.config.in_channels, self.text_tokens
+        dev, dt = self.device, self.dtype
+        # autocast as the trainer's denoiser call: float32 LoRA weights meet the base model's dtype
+        autocast = torch.autocast(dev.type, dtype=dt, enabled=dt != torch.float32)
         for micro in range(a.micro):
-            gen = torch.Generator().manual_seed(micro)
-            hidden = torch.randn(a.batch, tokens, channels, generator=gen)
-            text = torch.randn(a.batch, 32, t.config.joint_attention_dim, generator=gen)
-            pooled = torch.randn(a.batch, t.config.pooled_projection_dim, generator=gen)
-            out = t(hidden_states=hidden, encoder_hidden_states=text, pooled_projections=pooled,
-                    timestep=torch.full((a.batch,), 0.5), img_ids=torch.zeros(tokens, 3), txt_ids=torch.zeros(32, 3),
-                    guidance=torch.full((a.batch,), 3.5), return_dict=False)[0]
-            out.pow(2).mean().backward()
+            gen = torch.Generator(dev).manual_seed(micro)
+            hidden = torch.randn(a.batch, tokens, channels, generator=gen, device=dev, dtype=dt)
+            text = torch.randn(a.batch, text_len, t.config.joint_attention_dim, generator=gen, device=dev, dtype=dt)
+            pooled = torch.randn(a.batch, t.config.pooled_projection_dim, generator=gen, device=dev, dtype=dt)
+            with autocast:
+                out = t(hidden_states=hidden, encoder_hidden_states=text, pooled_projections=pooled,
+                        timestep=torch.full((a.batch,), 0.5, device=dev, dtype=dt),
+                        img_ids=torch.zeros(tokens, 3, device=dev), txt_ids=torch.zeros(text_len, 3, device=dev),
+                        guidance=torch.full((a.batch,), 3.5, device=dev), return_dict=False)[0]
+            out.float().pow(2).mean().backward()
         self.optimizer.step()
         self.optimizer.zero_grad()
 
@@ -127,8 +154,7 @@ class Loop:
         return time.perf_counter() - start, waited
 
 
-def overlap(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
-    loop = Loop(folder, args)
+def overlap(args: argparse.Namespace, loop: Loop, url: str) -> dict[str, Any]:
     rewards = {kind: Reward(RewardConfig.from_dict(reward_config(kind, url))) for kind in ("instant", "critic")}
     times: dict[str, list[float]] = {kind: [] for kind in rewards}
     waits: dict[str, list[float]] = {kind: [] for kind in rewards}
@@ -166,8 +192,10 @@ def _timed(fn: Callable[[], Any]) -> float:
 def trainer_config(args: argparse.Namespace, folder: Path, reward: dict[str, Any], out: Path) -> dict[str, Any]:
     return {
         "algorithm": "nft", "seed": 0, "output_dir": str(out),
-        "generator": {"name": "flux-dev", "path": str(folder), "resolution": args.size, "max_sequence_length": 32},
-        "lora": {"rank": 4, "alpha": 4},
+        "generator": {"name": "flux-dev", "path": str(folder), "resolution": args.size,
+                      "max_sequence_length": TEXT_TOKENS[args.pipeline], "dtype": args.dtype,
+                      "gradient_checkpointing": args.pipeline != "tiny"},
+        "lora": {"rank": LORA[args.pipeline][0], "alpha": LORA[args.pipeline][1]},
         "reward": reward,
         "data": {"task": "sanity-gen", "task_args": {"n": 8, "images_per_prompt": 1}},
         "sampling": {"group_size": args.batch, "groups_per_epoch": args.micro, "steps": args.steps,
@@ -187,6 +215,7 @@ def trainer_steps(args: argparse.Namespace, folder: Path, reward: dict[str, Any]
     config = out / "config.yaml"
     config.write_text(yaml.safe_dump(trainer_config(args, folder, reward, out / "run")))
     code = train(load_config(config))
+    release()  # this run's pipeline, before the next run loads its own
     if code != 0:
         raise RuntimeError(f"the trainer returned {code}")
     lines = [json.loads(t) for p in (out / "run").rglob("monitor.jsonl") for t in p.read_text().splitlines()]
@@ -201,7 +230,8 @@ def trainer_part(args: argparse.Namespace, folder: Path, url: str, work: Path, b
         return {"measured": False, "why": "training/rl/trainer.py does not exist yet"}
     times: dict[str, list[float]] = {"instant": [], "critic": []}
     try:
-        trainer_steps(args, folder, reward_config("instant", url), work)  # warm-up: imports, first allocations
+        if args.pipeline == "tiny":  # warm-up: imports, first allocations (full size: the first step of each run,
+            trainer_steps(args, folder, reward_config("instant", url), work)  # left out anyway, is enough)
         for rep in range(args.reps):
             for kind in (["instant", "critic"] if rep % 2 == 0 else ["critic", "instant"]):
                 times[kind] += trainer_steps(args, folder, reward_config(kind, url), work)
@@ -212,9 +242,8 @@ def trainer_part(args: argparse.Namespace, folder: Path, url: str, work: Path, b
             "bare_step_s": bare_s, "overhead": med["instant"] / bare_s}
 
 
-def bare_step(args: argparse.Namespace, folder: Path) -> float:
+def bare_step(args: argparse.Namespace, loop: Loop) -> float:
     """Sampling the same images with FluxPipeline, the same forward/backward passes, one optimizer step."""
-    loop = Loop(folder, args)
 
     def step() -> None:
         for micro in range(args.micro):
@@ -223,6 +252,15 @@ def bare_step(args: argparse.Namespace, folder: Path) -> float:
 
     step()
     return statistics.median(_timed(step) for _ in range(args.reps * args.steps_per_rep))
+
+
+def release() -> None:
+    """Free dropped pipelines now: at full size two of them do not fit one card beside each other."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -237,20 +275,44 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=4, help="images per micro-batch")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps")
     parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--pipeline", choices=("tiny", "flux-dev"), default="tiny",
+                        help="tiny: tests/tiny_diffusers.py's Flux; flux-dev: FLUX.1-dev's size, random weights "
+                             "(bench/gpu_configs.py; a GPU)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="the bare loop's and the trainer's device")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="the pipeline's dtype, bare loop and trainer alike")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.device == "cpu":  # the trainer's accelerate takes any GPU it sees: hide them, and tell accelerate too
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # (nothing has asked torch about CUDA yet)
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    else:
+        import torch
+
+        if not torch.cuda.is_available():  # else the trainer would quietly run on the CPU beside a failed loop
+            parser.error("--device cuda: torch sees no GPU")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        folder = tiny_diffusers.build_flux(work / "flux")
+        if args.pipeline == "flux-dev":
+            from bench.gpu_configs import build_flux_dev
+
+            folder = build_flux_dev(work / "flux-dev", device=args.device, dtype=args.dtype)
+        else:
+            folder = tiny_diffusers.build_flux(work / "flux")
         with critic(args.latency) as url:
-            result: dict[str, Any] = {"overlap": overlap(args, folder, url)}
-            bare = bare_step(args, folder)
+            loop = Loop(folder, args)  # one load serves parts 1 and 3
+            result: dict[str, Any] = {"overlap": overlap(args, loop, url)}
+            bare = bare_step(args, loop)
+            del loop
+            release()
             result["trainer"] = trainer_part(args, folder, url, work, bare)
             result["bare_step_s"] = bare
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
     o = result["overlap"]
+    print(f"{args.pipeline} Flux on {args.device} ({args.dtype})")
     print(f"reward overlap: {args.micro} micro-batches x {args.batch} images, {args.steps} steps at {args.size} px; "
           f"one micro-batch samples in {o['micro_batch_sample_s']:.3f} s; critic latency {args.latency} s")
     for kind in ("instant", "critic"):
@@ -265,7 +327,8 @@ def main() -> int:
         print(f"trainer: step median instant {t['median_step_s']['instant']:.3f} s, critic "
               f"{t['median_step_s']['critic']:.3f} s, ratio {t['ratio']:.3f}; bare diffusers step {bare:.3f} s, "
               f"overhead {t['overhead']:.3f}x")
-    print("GPU: not measured here (see bench/README.md)")
+    if args.device == "cpu":
+        print("GPU: not measured here (--pipeline flux-dev --device cuda --dtype bfloat16; bench/gpu_check.sh)")
     return 0
 
 
