@@ -23,7 +23,7 @@ gradient checkpointing and 512 text tokens, as training/rl/presets/flux-dev-t2i.
 its LoRA in float32 under autocast, as the trainer does. ``--device cpu`` (the default) hides every GPU from this
 process, so the trainer's accelerate picks the CPU too.
 
-    python bench/rl.py [--reps 2] [--steps-per-rep 3] [--latency 0.2] [--micro 3] [--batch 4] [--steps 4]
+    python bench/rl.py [--reps 2] [--steps-per-rep 3] [--latency L] [--micro 3] [--batch 4] [--steps 4]
                        [--size 32] [--pipeline tiny|flux-dev] [--device cpu|cuda] [--dtype float32|bfloat16] [--json]
 """
 
@@ -154,6 +154,12 @@ class Loop:
         return time.perf_counter() - start, waited
 
 
+def half_a_micro_batch(loop: Loop) -> float:
+    """Half of one micro-batch's sampling time (after a warm-up): a critic that much faster than sampling."""
+    loop.sample(0)
+    return round(0.5 * _timed(lambda: loop.sample(0)), 4)
+
+
 def overlap(args: argparse.Namespace, loop: Loop, url: str) -> dict[str, Any]:
     rewards = {kind: Reward(RewardConfig.from_dict(reward_config(kind, url))) for kind in ("instant", "critic")}
     times: dict[str, list[float]] = {kind: [] for kind in rewards}
@@ -270,7 +276,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--steps-per-rep", type=int, default=3)
-    parser.add_argument("--latency", type=float, default=0.2, help="seconds per critique at the server")
+    parser.add_argument("--latency", type=float, default=None,
+                        help="seconds per critique at the server (default: half of one micro-batch's sampling time, "
+                             "measured first: a critic faster than sampling, the case the overlap is for)")
     parser.add_argument("--micro", type=int, default=3, help="sampling micro-batches per step")
     parser.add_argument("--batch", type=int, default=4, help="images per micro-batch")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps")
@@ -300,8 +308,10 @@ def main() -> int:
             folder = build_flux_dev(work / "flux-dev", device=args.device, dtype=args.dtype)
         else:
             folder = tiny_diffusers.build_flux(work / "flux")
+        loop = Loop(folder, args)  # one load serves parts 1 and 3
+        if args.latency is None:
+            args.latency = half_a_micro_batch(loop)
         with critic(args.latency) as url:
-            loop = Loop(folder, args)  # one load serves parts 1 and 3
             result: dict[str, Any] = {"overlap": overlap(args, loop, url)}
             bare = bare_step(args, loop)
             del loop

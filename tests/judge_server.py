@@ -127,6 +127,7 @@ def completion(text: str, finish: str = "stop") -> bytes:
 def _handler(owner: ScriptedJudge) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes: else each answer waits ~40 ms for an ACK
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -305,36 +305,41 @@ class OpenAIHTTPBackend(Backend):
         """The request body, byte for byte the compact JSON of the request (``separators=(",", ":")``), built without
         JSON scanning the megabytes of each image: the images' data URIs are spliced in where placeholders stand
         (base64 needs no JSON escaping), so a body costs little more than its base64."""
-        uris: list[bytes] = []
+        uris: list[tuple[bytes, bytes]] = []
         marker = f"rrbench-image-{secrets.token_hex(16)}"  # cannot occur in a request's own text
         skeleton = {"model": self.model, "messages": [self._wire(m, uris, marker) for m in messages],
                     **self._sampling(sampling)}
         text = json.dumps(skeleton, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         pieces = text.encode("utf-8").split(f'"{marker}"'.encode())
         out = [pieces[0]]
-        for uri, piece in zip(uris, pieces[1:], strict=True):
-            out += [b'"', uri, b'"', piece]
+        for (head, data), piece in zip(uris, pieces[1:], strict=True):
+            out += [b'"', head, data, b'"', piece]  # one copy of each image's base64: into the body
         return b"".join(out)
 
-    def _wire(self, message: Message, uris: list[bytes], marker: str) -> dict[str, Any]:
+    def _wire(self, message: Message, uris: list[tuple[bytes, bytes]], marker: str) -> dict[str, Any]:
         content = message["content"]
         if isinstance(content, str):
             return {"role": message["role"], "content": content}
         parts = []
         for part in content:
             if part["type"] == "image":
-                uris.append(self._data_uri(part["media"]))
+                uris.append(self._uri_parts(part["media"]))
                 parts.append({"type": "image_url", "image_url": {"url": marker}})
             else:
                 parts.append({"type": "text", "text": part["text"]})
         return {"role": message["role"], "content": parts}
 
     def _data_uri(self, media: Media) -> bytes:
-        """The image as the request carries it; one encoding per content and declared type while it is recent (a
-        pair judged in both orders, an image several samples share)."""
+        """The image as the request carries it: ``data:<mime>;base64,<bytes>``."""
+        return b"".join(self._uri_parts(media))
+
+    def _uri_parts(self, media: Media) -> tuple[bytes, bytes]:
+        """The data URI's head (``data:<mime>;base64,``) and base64, kept apart so the body copies the megabytes once.
+        One encoding per content and declared type while it is recent (a pair judged in both orders, an image
+        several samples share)."""
         key = f"{media.key}\x1f{media.format or ''}" if not media.key.startswith("unreadable:") else None
-        if key is not None and (uri := self._uris.get(key)) is not None:
-            return uri
+        if key is not None and (parts := self._uris.get(key)) is not None:
+            return parts
         try:
             data, mime = media.read_bytes(), media.mime
             data, mime = self._checked(data, mime, media.describe())
@@ -342,10 +347,10 @@ class OpenAIHTTPBackend(Backend):
             raise BackendError(FailureKind.DATA, str(exc)) from exc
         # the MIME type as JSON writes it (a task names it; it may hold anything), the base64 as it is
         escaped = json.dumps(mime, ensure_ascii=False)[1:-1].encode("utf-8")
-        uri = b"data:" + escaped + b";base64," + b64encode(data)
+        parts = (b"data:" + escaped + b";base64,", b64encode(data))
         if key is not None:
-            self._uris.put(key, uri)
-        return uri
+            self._uris.put(key, parts)
+        return parts
 
     def _checked(self, data: bytes, mime: str, what: str) -> tuple[bytes, str]:
         """The bytes to send: the original ones, after a look at the header (a decompression bomb or a file that is
@@ -391,28 +396,29 @@ class UriCache:
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._items: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> tuple[bytes, bytes] | None:
         with self._lock:
             uri = self._items.get(key)
             if uri is not None:
                 self._items.move_to_end(key)
             return uri
 
-    def put(self, key: str, uri: bytes) -> None:
-        if len(uri) > self.max_bytes:
+    def put(self, key: str, uri: tuple[bytes, bytes]) -> None:
+        size = sum(map(len, uri))
+        if size > self.max_bytes:
             return
         with self._lock:
             if key in self._items:
                 return
             self._items[key] = uri
-            self._size += len(uri)
+            self._size += size
             while self._size > self.max_bytes:
                 _, dropped = self._items.popitem(last=False)
-                self._size -= len(dropped)
+                self._size -= sum(map(len, dropped))
 
 
 def _final(kind: FailureKind, status: int, message: str) -> BackendError:
