@@ -79,12 +79,13 @@ def rescore(
         "stats": {"new_samples": 0, "model_calls": 0, "cache_hits": 0, "wall_s": 0.0, "samples_per_s": None},
         **summarize(results, protocol, seed, expected_of(record)),
     }
-    _write(out, results, new_record)
+    write_published(out, results, new_record)
     return out, new_record
 
 
-def _write(out: Path, results: list[SampleResult], record: dict[str, Any]) -> None:
-    """The output run, built in a hidden folder beside ``out`` and then put in its place in one step."""
+def write_published(out: Path, results: list[SampleResult], record: dict[str, Any]) -> None:
+    """A whole run directory (sample log, then run.json with the log's integrity), built in a hidden folder beside
+    ``out`` and then put in its place in one step: `rescore` and `import lm-eval` write theirs so."""
     try:
         staged = staging_dir(out)
     except OSError as exc:

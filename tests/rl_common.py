@@ -107,3 +107,22 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def generate(out: Path, generator: str, pipe: Path, size: int, *options: str) -> tuple[dict[str, Any], list[bytes]]:
+    """``rrbench generate`` of 2 sanity-gen prompts (one image each) at ``size`` px: its run.json and its images'
+    pixels, after checking every image was made. ``options``: more flags (``-Glora=...``, ``-Gsteps=...``)."""
+    from PIL import Image
+
+    from rrbench import cli
+
+    args = ["generate", "--task", "sanity-gen", "--generator", generator, f"-Gpath={pipe}", f"-Gwidth={size}",
+            f"-Gheight={size}", "--limit", "2", "-T", "images_per_prompt=1", "--output", str(out), "--quiet",
+            *options]
+    assert cli.main(args) == 0
+    (run_dir,) = out.iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["counts"]["failed"] == 0
+    paths = sorted(run_dir.rglob("*.png"))
+    assert len(paths) == 2
+    return record, [Image.open(p).tobytes() for p in paths]

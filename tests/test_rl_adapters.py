@@ -21,7 +21,15 @@ from PIL import Image
 from rrbench_train.rl.algorithm import OLD, TRAINED
 from rrbench_train.rl.config import RLConfig, load_config
 from tests import tiny_diffusers
-from tests.rl_common import build_rl_flux, one_thread, plugin_env, register_rewards, tiny_config, write_config
+from tests.rl_common import (
+    build_rl_flux,
+    generate,
+    one_thread,
+    plugin_env,
+    register_rewards,
+    tiny_config,
+    write_config,
+)
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 
@@ -228,26 +236,13 @@ def test_one_epoch_trains_with_finite_losses(name: str, algorithm: str, pipes: C
 def test_the_saved_lora_loads_into_rrbench_generate(name: str, pipes: Callable[[str], Path], photos: Path,
                                                     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
                                                     ) -> None:
-    from rrbench import cli
-
     lora = trained_run(name, "nft", pipes, photos, tmp_path_factory) / "checkpoints" / "step-000001" / "lora"
-    resolution = ADAPTERS[name][1]
     variant = ["-T", "variant=edit"] if name in EDIT else []
-    images = []
-    for label, extra in (("base", []), ("rl", [f"-Glora={lora}"])):
-        out = tmp_path / label
-        args = ["generate", "--task", "sanity-gen", *variant, "--generator", name, f"-Gpath={pipes(name)}",
-                "-Gsteps=2", f"-Gwidth={resolution}", f"-Gheight={resolution}", "--limit", "2",
-                "-T", "images_per_prompt=1", "--output", str(out), "--quiet", *extra]
-        assert cli.main(args) == 0
-        (run_dir,) = out.iterdir()
-        record = json.loads((run_dir / "run.json").read_text())
-        assert record["counts"]["failed"] == 0
-        paths = sorted(run_dir.rglob("*.png"))
-        assert len(paths) == 2
-        images.append([Image.open(p).tobytes() for p in paths])
-        if label == "rl":
-            assert record["generator"]["settings"]["lora"]["format"] == "peft"
+    _, base = generate(tmp_path / "base", name, pipes(name), ADAPTERS[name][1], "-Gsteps=2", *variant)
+    record, trained = generate(tmp_path / "rl", name, pipes(name), ADAPTERS[name][1], "-Gsteps=2", *variant,
+                               f"-Glora={lora}")
+    assert record["generator"]["settings"]["lora"]["format"] == "peft"
+    images = [base, trained]
     assert images[0] != images[1]  # the trained LoRA (started at init_scale 0.1) changes the image of a seed
 
 

@@ -33,7 +33,7 @@ from PIL import Image
 
 from tests.judge_server import Reply, Request, ScriptedJudge
 from tests.refine_critic import NA, PVQ, TF, TR, answer
-from tests.rl_common import PROMPTS, one_thread, register_rewards, tiny_config, tiny_flux, write_config
+from tests.rl_common import PROMPTS, generate, one_thread, register_rewards, tiny_config, tiny_flux, write_config
 
 __all__ = ["tiny_flux"]  # the session fixture, imported so pytest finds it
 UNPARSABLE = set(PROMPTS[::3])  # the critic answers these prompts without any score
@@ -118,19 +118,10 @@ def test_a_served_critic_drives_training_with_its_failures_masked(tiny_flux: Pat
     assert position == len(critic.answers)  # nothing else was asked: no retries, no duplicate judging
     assert any(p in UNPARSABLE for p, _, _ in critic.answers)  # the failure path was exercised
     lora = tmp_path / "run" / "checkpoints" / "step-000003" / "lora"
-    assert generated_with(tiny_flux, tmp_path / "gen-base", []) != generated_with(
-        tiny_flux, tmp_path / "gen-rl", [f"-Glora={lora}"])
-
-
-def generated_with(pipe: Path, out: Path, extra: list[str]) -> list[bytes]:
-    from rrbench import cli
-
-    args = ["generate", "--task", "sanity-gen", "--generator", "flux-dev", f"-Gpath={pipe}", "-Gsteps=4",
-            "-Gwidth=16", "-Gheight=16", "-Gmax_sequence_length=8", "--limit", "2", "-T", "images_per_prompt=1",
-            "--output", str(out), "--quiet", *extra]
-    assert cli.main(args) == 0
-    (run_dir,) = out.iterdir()
-    return [Image.open(p).tobytes() for p in sorted(run_dir.rglob("*.png"))]
+    flags = ("-Gsteps=4", "-Gmax_sequence_length=8")
+    _, base = generate(tmp_path / "gen-base", "flux-dev", tiny_flux, 16, *flags)
+    _, trained = generate(tmp_path / "gen-rl", "flux-dev", tiny_flux, 16, *flags, f"-Glora={lora}")
+    assert base != trained
 
 
 def test_heldout_images_come_from_the_ema_and_leave_the_trained_weights_alone(tiny_flux: Path,

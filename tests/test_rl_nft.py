@@ -29,7 +29,7 @@ from rrbench_train.rl.nft import (
     optimality,
     soft_update,
 )
-from tests.rl_common import one_thread, plugin_env, register_rewards, tiny_config, tiny_flux, write_config
+from tests.rl_common import generate, one_thread, plugin_env, register_rewards, tiny_config, tiny_flux, write_config
 
 __all__ = ["tiny_flux"]  # the session fixture, imported so pytest finds it
 NAN = float("nan")
@@ -258,26 +258,12 @@ def test_sigkill_and_resume_continue_the_same_trajectory(uninterrupted: Path, ti
 
 
 def test_the_checkpoint_loads_into_rrbench_generate(uninterrupted: Path, tiny_flux: Path, tmp_path: Path) -> None:
-    from PIL import Image
-
-    from rrbench import cli
-
     lora = uninterrupted / "checkpoints" / "step-000003" / "lora"
-    images = []
-    for name, extra in (("base", []), ("rl", [f"-Glora={lora}"])):
-        out = tmp_path / name
-        args = ["generate", "--task", "sanity-gen", "--generator", "flux-dev", f"-Gpath={tiny_flux}", "-Gsteps=4",
-                "-Gwidth=16", "-Gheight=16", "-Gmax_sequence_length=8", "--limit", "2", "-T", "images_per_prompt=1",
-                "--output", str(out), "--quiet", *extra]
-        assert cli.main(args) == 0
-        (run_dir,) = out.iterdir()
-        record = json.loads((run_dir / "run.json").read_text())
-        assert record["counts"]["failed"] == 0
-        paths = sorted(run_dir.rglob("*.png"))
-        assert len(paths) == 2
-        images.append([Image.open(p).tobytes() for p in paths])
-        if name == "rl":
-            assert record["generator"]["settings"]["lora"]["format"] == "peft"
+    flags = ("-Gsteps=4", "-Gmax_sequence_length=8")
+    _, base = generate(tmp_path / "base", "flux-dev", tiny_flux, 16, *flags)
+    record, trained = generate(tmp_path / "rl", "flux-dev", tiny_flux, 16, *flags, f"-Glora={lora}")
+    assert record["generator"]["settings"]["lora"]["format"] == "peft"
+    images = [base, trained]
     assert images[0] != images[1]  # the trained LoRA changes the image of the same seed
 
 

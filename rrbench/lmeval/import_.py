@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,9 @@ from typing import Any
 from rrbench import provenance
 from rrbench.datarecord import ContentFingerprint, data_record
 from rrbench.lmeval import core
-from rrbench.record import write_run
-from rrbench.runner import integrity, now_iso, task_record
+from rrbench.rescore import write_published
+from rrbench.runner import now_iso, task_record
 from rrbench.spec import SCHEMA_VERSION, RunSpec
-from rrbench.store import SAMPLES, dumps_record, publish_dir, staging_dir, write_error
 from rrbench.types import DataError, Task, UserError
 
 
@@ -46,7 +43,7 @@ def import_samples(samples: Path, task_name: str, data: Path | None, output: Pat
                    data=local or None, seed=core.SEED)
     out = output / f"{task.name}__{model}__{spec.hash()[:10]}"
     record = _record(task, spec, scored, samples, digest, local)
-    _write(out, scored, record)
+    write_published(out, sorted(scored.results, key=lambda r: r.sample_id), record)
     return out, record
 
 
@@ -147,22 +144,3 @@ def _record(task: Task, spec: RunSpec, scored: core.Scored, samples: Path, diges
     }
 
 
-def _write(out: Path, scored: core.Scored, record: dict[str, Any]) -> None:
-    """Built in a hidden folder beside ``out`` and put in its place in one step (as `rrbench rescore` does)."""
-    try:
-        staged = staging_dir(out)
-    except OSError as exc:
-        raise write_error(out, exc) from None
-    try:
-        log = staged / SAMPLES
-        with log.open("wb") as fh:
-            fh.writelines(dumps_record(r.to_json()) for r in sorted(scored.results, key=lambda r: r.sample_id))
-            fh.flush()
-            os.fsync(fh.fileno())
-        record["integrity"] = integrity(record, log)
-        write_run(staged, record)
-        publish_dir(staged, out)
-    except OSError as exc:
-        raise write_error(out, exc) from None
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
