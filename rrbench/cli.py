@@ -170,8 +170,9 @@ def _add_generate(sub: Any) -> None:
 
 def _add_sharding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shards", type=int, default=None, metavar="N",
-                   help="make images with N copies of the generator, as Ray actors (one GPU each where there are "
-                        "GPUs); a local Ray cluster unless --ray names one. Images are identical to one process's")
+                   help="make images (or score them, with an in-process --model) with N copies of the generator "
+                        "(the model), as Ray actors (one GPU each where there are GPUs); a local Ray cluster unless "
+                        "--ray names one. Images and scores are identical to one process's")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="shard over a Ray cluster: ADDRESS of a running one (ray://host:10001 or host:6379), or "
                         "none for a local one; --shards N actors (default 1)")
@@ -403,11 +404,12 @@ def _generate_spec(args: argparse.Namespace, defaults: dict[str, str]) -> tuple[
     })
     options = {k: getattr(args, k) for k in ("concurrency", "no_resume", "quiet", "call_timeout")
                if getattr(args, k, None) is not None and getattr(args, k, None) is not False}
-    return spec, Path(args.output or "runs"), {**options, **_sharding(args, spec), "no_cache": True}
+    return spec, Path(args.output or "runs"), {**options, **_sharding(args), "no_cache": True}
 
 
-def _sharding(args: argparse.Namespace, spec: RunSpec) -> dict[str, Any]:
-    """``--shards N`` / ``--ray [ADDRESS]``: how the images are made, never which images (not in the spec)."""
+def _sharding(args: argparse.Namespace) -> dict[str, Any]:
+    """``--shards N`` / ``--ray [ADDRESS]``: how the images are made or scored, never which images or what scores
+    (not in the spec)."""
     shards, ray = getattr(args, "shards", None), getattr(args, "ray", None)
     if shards is None and ray is None:
         return {}
@@ -463,11 +465,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     output = Path(fields.pop("output", None) or "runs")
     keys = ("concurrency", "no_resume", "cache", "no_cache", "quiet", "base_urls", "api_key_env", "call_timeout")
     options = {k: fields.pop(k) for k in keys if k in fields}
+    options.update(_sharding(args))  # scored by Ray actors (in-process models only)
     if any(item.group for item in planned):
         return _run_group(planned, models, fields, output, options)
     specs = [RunSpec.from_json({**fields, "task": item.task, "task_args": item.task_args, "model": model_name})
              for item in planned for model_name in models]
-    _preflight(specs, options)  # what is missing for any of them, all in one line, before anything is created
+    if not options.get("ray_address"):  # on a remote cluster the weights are the actors' to find, not the driver's
+        _preflight(specs, options)  # what is missing for any of them, all in one line, before anything is created
     chosen: dict[str, Any] = {}
     worst = 0
     for spec in specs:

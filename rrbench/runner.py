@@ -37,6 +37,7 @@ from rrbench.generators._base import Generator
 from rrbench.generators._pool import GeneratorPool
 from rrbench.generators._ray import RayGeneratorPool
 from rrbench.models._base import RewardModel
+from rrbench.models._ray import RayDispatcher
 from rrbench.prefetch import Prefetch
 from rrbench.progress import Progress
 from rrbench.protocols import official, pairwise
@@ -181,7 +182,7 @@ class Runner:
     call_timeout_s: float | None = None  # a model call's deadline (dispatch.Dispatcher); None: the default, 0: off
     generator: Generator | None = None  # a generation run's generator
     source: ImageSource | None = None  # the images a judge run judges (a generation run, or a folder)
-    shards: int | None = None  # a generation run sharded over this many Ray actors (--shards, --ray)
+    shards: int | None = None  # a generation or scoring run sharded over this many Ray actors (--shards, --ray)
     ray_address: str | None = None  # a running Ray cluster's address; None: a local one
     # rrbench refine runs stages side by side in one process: a stage may bring its own per-sample step, tell the
     # next stage of each sample it records, leave Ctrl-C to the one handler of all stages, and share a model or
@@ -292,6 +293,10 @@ class Runner:
                                      on_interrupt=self._plugin_interrupt)
         assert self.model is not None
         with plugin_call(f"model '{self.spec.model}' is not usable"):
+            if self.shards:  # scored by Ray actors (--ray, --shards): in-process models only
+                return RayDispatcher(self.model, self.spec.model or "", self.spec.model_args, self.cache,
+                                     shards=self.shards, address=self.ray_address,
+                                     call_timeout_s=self.call_timeout_s, on_interrupt=self._plugin_interrupt)
             return Dispatcher(self.model, self.cache, call_timeout_s=self.call_timeout_s,
                               on_interrupt=self._plugin_interrupt)
 
@@ -372,7 +377,10 @@ class Runner:
                 return
             assert self.model is not None
             with plugin_call(f"model '{self.spec.model}' failed to start"):
-                await self.model.astart(self.task.generation)
+                if isinstance(self._door, RayDispatcher):  # the weights load in the actors, not here
+                    await self._door.astart(self.run_dir.path, self.task.generation)
+                else:
+                    await self.model.astart(self.task.generation)
         except (KeyboardInterrupt, SystemExit) as exc:  # escaping the task, either would stop the event loop
             raise ModelInterrupt(exc) from exc
 
@@ -684,7 +692,8 @@ class Runner:
             record["generator"] = self._door.describe()  # with how it was sharded, and what each actor reported
         with contextlib.suppress(Exception):
             if self.model is not None:
-                record["model"].update({k: v for k, v in self.model.describe().items() if v not in ({}, None)})
+                model = self._door if isinstance(self._door, RayDispatcher) else self.model  # the actors' model
+                record["model"].update({k: v for k, v in model.describe().items() if v not in ({}, None)})
         record["updated_at"] = now_iso()
         if record["status"] == "complete":
             record["finished_at"] = now_iso()
@@ -697,7 +706,7 @@ class Runner:
         }
         if dispatcher.abandoned_calls:
             record["stats"]["abandoned_calls"] = dispatcher.abandoned_calls  # past --call-timeout, left running
-        if isinstance(dispatcher, RayGeneratorPool) and dispatcher.restarts:
+        if isinstance(dispatcher, RayGeneratorPool | RayDispatcher) and dispatcher.restarts:
             record["stats"]["actor_restarts"] = dispatcher.restarts  # Ray actors that died and were replaced
         return record
 
