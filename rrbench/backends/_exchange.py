@@ -23,12 +23,20 @@ class ExchangeError(Exception):
 
 
 @functools.lru_cache(maxsize=256)
-def _chat_url(base_url: str) -> Any:
-    """The chat completions URL of a base URL, parsed once. encoded=True: it goes out as written (a ?key= query is
-    not re-quoted)."""
+def _target(base_url: str) -> tuple[Any, dict[str, str]]:
+    """The chat completions URL of a base URL, parsed once, and its request headers. encoded=True: the URL goes out
+    as written (a ?key= query is not re-quoted). Credentials in the URL (``user:pass@``) are sent as HTTP Basic auth
+    to that host, in place of an API key's Bearer header, as they always were; aiohttp refuses a URL with
+    credentials beside an Authorization header, so they leave the URL and become this request's header."""
+    import aiohttp
     from yarl import URL
 
-    return URL(endpoint(base_url, "chat/completions"), encoded=True)
+    url = URL(endpoint(base_url, "chat/completions"), encoded=True)
+    headers = dict(JSON_HEADERS)
+    if url.user is not None or url.password is not None:
+        headers["Authorization"] = aiohttp.BasicAuth(url.user or "", url.password or "").encode()
+        url = url.with_user(None)
+    return url, headers
 
 
 def endpoint(base_url: str, path: str) -> str:
@@ -48,8 +56,8 @@ async def exchange(session: Any, url: str, body: bytes) -> tuple[int, dict[str, 
     import aiohttp
 
     try:
-        async with session.post(_chat_url(url), data=body,
-                                headers=JSON_HEADERS, allow_redirects=False) as response:
+        target, headers = _target(url)
+        async with session.post(target, data=body, headers=headers, allow_redirects=False) as response:
             status, headers = response.status, {k.lower(): v for k, v in response.headers.items()}
             if 300 <= status < 400:
                 return status, headers, b""
