@@ -4,6 +4,7 @@ and every failure as an ``ExchangeError`` of a few kinds the backend turns into 
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import urllib.parse
 from typing import Any
@@ -28,13 +29,13 @@ def _target(base_url: str) -> tuple[Any, dict[str, str]]:
     as written (a ?key= query is not re-quoted). Credentials in the URL (``user:pass@``) are sent as HTTP Basic auth
     to that host, in place of an API key's Bearer header, as they always were; aiohttp refuses a URL with
     credentials beside an Authorization header, so they leave the URL and become this request's header."""
-    import aiohttp
     from yarl import URL
 
     url = URL(endpoint(base_url, "chat/completions"), encoded=True)
     headers = dict(JSON_HEADERS)
-    if url.user is not None or url.password is not None:
-        headers["Authorization"] = aiohttp.BasicAuth(url.user or "", url.password or "").encode()
+    if url.user is not None or url.password is not None:  # UTF-8, as httpx sent them (aiohttp's BasicAuth: Latin-1)
+        pair = f"{url.user or ''}:{url.password or ''}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         url = url.with_user(None)
     return url, headers
 
