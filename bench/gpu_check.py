@@ -412,7 +412,7 @@ def table(folder: Path, smoke: bool, names: tuple[str, ...] = ORDER) -> tuple[st
             lines.append((name, r.figure if r.figure != name else "", r.status, "", "", "", "", r.reason))
         else:
             lines.append((name, r.figure, f"{fmt(r.value)} {r.unit}", f"{fmt(r.baseline)} ({r.baseline_name})",
-                          f"{r.ratio:.3f}", r.target, r.memory, r.note))
+                          fmt(r.ratio), r.target, r.memory, r.note))
     widths = [max(len(c) for c in col) for col in zip(header, *lines, strict=True)]
     text = [" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [header, *lines]]
     text.insert(1, "-+-".join("-" * w for w in widths))
