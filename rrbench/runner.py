@@ -38,7 +38,7 @@ from rrbench.generators._pool import GeneratorPool
 from rrbench.generators._ray import RayGeneratorPool
 from rrbench.models._base import RewardModel
 from rrbench.models._ray import RayDispatcher
-from rrbench.prefetch import Prefetch
+from rrbench.prefetch import Prefetch, warm
 from rrbench.progress import Progress
 from rrbench.protocols import official, pairwise
 from rrbench.protocols._base import SampleStep
@@ -438,6 +438,23 @@ class Runner:
 
         return pull
 
+    def _preparer(self, done: set[str]) -> Callable[[Sample], None]:
+        """The loader thread's work on each sample still to be asked (rrbench.prefetch): its images' hashes, and the
+        model's own (``RewardModel.prepare``). A resumed run's logged samples are skipped, so neither is spent on them;
+        a plugin's failure here is left for the request, which records it as the sample's."""
+        model, generation = self.model, self.task.generation
+        own = model is not None and type(model).prepare is not RewardModel.prepare
+
+        def prepare(sample: Sample) -> None:
+            if str(sample.id) in done:
+                return
+            warm(sample)
+            if own and model is not None:
+                with contextlib.suppress(Exception):
+                    model.prepare(sample, generation)
+
+        return prepare
+
     async def _next_sample(self, feed: Prefetch, count: int) -> Sample | None:
         """The loader's next sample; None at its end. A loader that raises cannot go on (a generator that raised is
         finished): the error, naming the task and how far it got, ends the run once the samples in flight are in."""
@@ -470,7 +487,8 @@ class Runner:
         in_flight: set[asyncio.Task[None]] = set()
         seen: set[str] = set()
         new = 0
-        feed = Prefetch(self._pull(self._samples()), ahead=min(8, max(2, self.concurrency // 4)))
+        feed = Prefetch(self._pull(self._samples()), ahead=min(8, max(2, self.concurrency // 4)),
+                        prepare=self._preparer(done))
         stopped: BaseException | None = None  # the loader's error, said once the samples in flight are recorded
         try:
             while not self._stop.is_set():

@@ -14,6 +14,7 @@ port, so a test can bring a dead server back at its address. Every request is ke
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import threading
 from collections.abc import Callable
@@ -35,6 +36,10 @@ class Request:
     texts: list[str]
     images: list[Image]
     roles: list[str] = field(default_factory=list)  # each message's role, in order
+    # as it came over the wire: the request target (absolute through a proxy), the headers, the body's bytes
+    target: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes = b""
 
     @property
     def text(self) -> str:
@@ -137,8 +142,9 @@ def _handler(owner: ScriptedJudge) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
-            request = parse(body)
+            raw = self.rfile.read(length)
+            request = dataclasses.replace(parse(json.loads(raw or b"{}")), target=self.path, raw=raw,
+                                          headers={k.lower(): v for k, v in self.headers.items()})
             with owner._lock:
                 owner.requests.append(request)
                 served = len(owner.requests)

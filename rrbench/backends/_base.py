@@ -103,6 +103,10 @@ class Backend:
     async def chat_batch(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
         return [await self.chat(c, sampling) for c in conversations]
 
+    def warm(self, media: Media) -> None:
+        """Prepare ``media`` for a later request, from a thread other than the event loop's (rrbench.prefetch);
+        nothing by default. Thread-safe and never raises."""
+
     def describe(self) -> dict[str, Any]:
         """What run.json records about the engine (never secrets)."""
         return {"backend": self.name}

@@ -127,9 +127,11 @@ class OpenAIHTTPBackend(Backend):
         self._busy = dict.fromkeys(self.base_urls, 0)
         self._health = {u: _Health() for u in self.base_urls}
         self._client: Any = None
+        self._starting: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._scrub = Scrubber.from_env(api_key_env, self.base_urls)
         self.downscaled = 0
         self._uris = UriCache()
+        self._marker = f"rrbench-image-{secrets.token_hex(16)}"  # per backend: os.urandom per request cost ~3%
 
     def describe(self) -> dict[str, Any]:
         # the key's variable name is recorded, never its value
@@ -145,12 +147,19 @@ class OpenAIHTTPBackend(Backend):
         return {"Authorization": f"Bearer {key}"}
 
     async def start(self) -> None:
-        if self._client is None:
-            # Imported off the event loop (~0.1 s): a refine generation stage running beside this start goes on.
-            await asyncio.to_thread(require, "aiohttp", "api")
-            headers = self._headers()
-            self._scrub = Scrubber.from_env(self.api_key_env, self.base_urls)  # the key as it is now
-            self._client = new_session(self.limit.maximum * 2, self.limit.maximum, self.timeout_s, headers)
+        if self._client is not None:
+            return
+        # One session however many requests arrive before it exists (each making its own left all but one unclosed).
+        loop = asyncio.get_running_loop()
+        if self._starting is None or self._starting[0] is not loop:
+            self._starting = (loop, asyncio.Lock())
+        async with self._starting[1]:
+            if self._client is None:
+                # Imported off the event loop (~0.1 s): a refine generation stage running beside this start goes on.
+                await asyncio.to_thread(require, "aiohttp", "api")
+                headers = self._headers()
+                self._scrub = Scrubber.from_env(self.api_key_env, self.base_urls)  # the key as it is now
+                self._client = new_session(self.limit.maximum * 2, self.limit.maximum, self.timeout_s, headers)
 
     async def check_reachable(self, timeout_s: float = 10.0) -> None:
         """Fail before the first sample when nothing listens at a base URL (a typo, a server not started yet).
@@ -173,7 +182,7 @@ class OpenAIHTTPBackend(Backend):
         # Built here, on the loop: ~0.4 ms for a pair of 512-px PNGs (their data URIs are cached, the hashing was
         # done by the loader thread). In a worker thread it measured slower (0.75-0.8x the raw rate instead of
         # 0.9-1.0x, bench/client_throughput.py --instant): the hand-over and the GIL passed between threads cost more.
-        body = self._body(messages, sampling)
+        body = self._body_pieces(messages, sampling)
         attempt = 0
         while True:
             sent_in = self.limit.epoch
@@ -204,7 +213,7 @@ class OpenAIHTTPBackend(Backend):
         up = [u for u in self.base_urls if self._health[u].until <= now] or self.base_urls
         return min(up, key=lambda u: self._busy[u])
 
-    async def _post(self, body: bytes) -> Completion:
+    async def _post(self, body: Sequence[bytes]) -> Completion:
         url = self._pick_url()
         shown = self._shown[url]
         self._busy[url] += 1
@@ -232,7 +241,7 @@ class OpenAIHTTPBackend(Backend):
         return BackendError(FailureKind.TIMEOUT, f"{shown}: no complete answer within {self.timeout_s:g} s "
                                                  "(-M timeout_s)")
 
-    async def _exchange(self, url: str, body: bytes) -> tuple[int, Any, bytes]:
+    async def _exchange(self, url: str, body: Sequence[bytes]) -> tuple[int, Any, bytes]:
         return await exchange(self._client, url, body)
 
     def _completion(self, status: int, headers: Any, content: bytes, url: str, latency: float) -> Completion:
@@ -302,19 +311,27 @@ class OpenAIHTTPBackend(Backend):
         return body
 
     def _body(self, messages: Sequence[Message], sampling: Sampling) -> bytes:
-        """The request body, byte for byte the compact JSON of the request (``separators=(",", ":")``), built without
-        JSON scanning the megabytes of each image: the images' data URIs are spliced in where placeholders stand
-        (base64 needs no JSON escaping), so a body costs little more than its base64."""
+        """The request body, byte for byte the compact JSON of the request (``separators=(",", ":")``)."""
+        return b"".join(self._body_pieces(messages, sampling))
+
+    def _body_pieces(self, messages: Sequence[Message], sampling: Sampling) -> list[bytes]:
+        """The request body as the pieces it is sent in (``_exchange.pieces``): the JSON around the images, and each
+        image's base64 as cached, never copied here. Built without JSON scanning the megabytes of each image: the
+        images' data URIs are spliced in where a placeholder stands (base64 needs no JSON escaping)."""
         uris: list[tuple[bytes, bytes]] = []
-        marker = f"rrbench-image-{secrets.token_hex(16)}"  # cannot occur in a request's own text
+        marker = self._marker  # cannot occur in a request's own text (and if it did, the split below would not fit)
         skeleton = {"model": self.model, "messages": [self._wire(m, uris, marker) for m in messages],
                     **self._sampling(sampling)}
         text = json.dumps(skeleton, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        pieces = text.encode("utf-8").split(f'"{marker}"'.encode())
-        out = [pieces[0]]
-        for (head, data), piece in zip(uris, pieces[1:], strict=True):
-            out += [b'"', head, data, b'"', piece]  # one copy of each image's base64: into the body
-        return b"".join(out)
+        around = text.encode("utf-8").split(f'"{marker}"'.encode())
+        if len(around) != len(uris) + 1:
+            raise BackendError(FailureKind.DATA, "the request's text contains rrbench's image placeholder")
+        out, small = [], [around[0]]
+        for (head, data), piece in zip(uris, around[1:], strict=True):
+            out += [b"".join([*small, b'"', head]), data]  # the JSON between two images goes out as one piece
+            small = [b'"', piece]
+        out.append(b"".join(small))
+        return out
 
     def _wire(self, message: Message, uris: list[tuple[bytes, bytes]], marker: str) -> dict[str, Any]:
         content = message["content"]
@@ -328,6 +345,12 @@ class OpenAIHTTPBackend(Backend):
             else:
                 parts.append({"type": "text", "text": part["text"]})
         return {"role": message["role"], "content": parts}
+
+    def warm(self, media: Media) -> None:
+        # The base64 of a sample's images made in the loader thread (pybase64 and hashlib release the GIL), so the
+        # loop's body building finds them in the cache. A failure is left for the request, which records it.
+        with contextlib.suppress(Exception):
+            self._uri_parts(media)
 
     def _data_uri(self, media: Media) -> bytes:
         """The image as the request carries it: ``data:<mime>;base64,<bytes>``."""
@@ -392,7 +415,7 @@ class _Health:
 
 class UriCache:
     """Recently built data URIs by content key, at most ``max_bytes`` (least recently used dropped first);
-    thread-safe, for a backend shared by threads."""
+    thread-safe: the loader thread fills it (``OpenAIHTTPBackend.warm``) while the loop reads it."""
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:
         self.max_bytes = max_bytes

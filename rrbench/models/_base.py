@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from rrbench.types import ChatQuery, DataError, FailureKind, Judgement, Query
+from rrbench.types import ChatQuery, DataError, FailureKind, Judgement, Query, Sample
 
 T = TypeVar("T")
 
@@ -66,6 +66,11 @@ class RewardModel:
     # identity refiner: the same prompt again) sets ``new_seed_on_refine``, so the regenerated image gets a new seed.
     refiner_only: bool = False
     new_seed_on_refine: bool = False
+
+    def prepare(self, sample: Sample, generation: str) -> None:
+        """Work on ``sample`` before it is asked about, in the runner's loader thread (rrbench.prefetch), so that
+        the event loop does less per request: nothing by default. Thread-safe, and never raises: a sample whose
+        data is bad fails where it is asked about, with its own failure."""
 
     async def achat(self, queries: Sequence[ChatQuery]) -> list[Judgement]:
         """One judgement per chat request: the raw answer in ``raw`` (no parsing: the benchmark's own rule reads

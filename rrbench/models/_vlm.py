@@ -28,7 +28,7 @@ from rrbench import prompts, redact
 from rrbench.backends._base import Backend, BackendError, Completion, Message, Sampling
 from rrbench.models import _rationalrewards_format as rr
 from rrbench.models._base import RewardModel
-from rrbench.types import ChatQuery, DataError, FailureKind, Judgement, Query, UserError
+from rrbench.types import ChatQuery, DataError, FailureKind, Judgement, Query, Sample, UserError
 
 MODES = ("pairwise", "pointwise", "verdict")
 # 2: top_p/top_k from the checkpoint's generation config in every engine (in-process vLLM forced top_p=1 before)
@@ -256,6 +256,14 @@ class VLMJudge(RewardModel):
 
             assert isinstance(backend, OpenAIHTTPBackend)
             await backend.check_reachable()
+
+    def prepare(self, sample: Sample, generation: str) -> None:
+        # Only a backend already started: one is never made from the loader thread. Candidates and sources are what
+        # a judge request carries (references go to benchmark judges only).
+        backend = self._backends.get(generation)
+        if backend is not None:
+            for media in (*sample.source, *sample.candidates):
+                backend.warm(media)
 
     async def aclose(self) -> None:
         for backend in self._backends.values():
