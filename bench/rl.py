@@ -256,7 +256,7 @@ def bare_step(args: argparse.Namespace, loop: Loop) -> float:
             loop.sample(micro)
         loop.train()
 
-    step()  # at least three timings: one alone is at the mercy of a stall on a shared machine (CI once saw 3 s for 0.03)
+    step()  # at least three timings: one alone is at the mercy of a stall on a shared machine (CI saw 3 s for 0.03)
     return statistics.median(_timed(step) for _ in range(max(3, args.reps * args.steps_per_rep)))
 
 
