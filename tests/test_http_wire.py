@@ -23,7 +23,7 @@ from rrbench.backends import openai_http
 from rrbench.backends._base import BackendError, Completion, Sampling, image_part, text_part, user_message
 from rrbench.backends.openai_http import OpenAIHTTPBackend
 from rrbench.tasks.sanity import sanity
-from rrbench.types import Media
+from rrbench.types import Media, UserError
 from tests.judge_server import ScriptedJudge
 from tests.test_task_genai_bench import ROWS, T2I_IMAGES, t2i_columns, write_parquet
 
@@ -93,6 +93,19 @@ def test_the_environments_http_proxy_carries_the_request_with_its_credentials(mo
     assert "authorization" not in request.headers  # the proxy's credentials are not the server's
 
 
+def test_a_run_behind_a_proxy_checks_the_proxy_not_the_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the first sample, rrbench checks that something listens where its requests go: through a proxy, the
+    proxy (the server itself may be unreachable from here, as behind a corporate proxy)."""
+    backend = OpenAIHTTPBackend(["http://judge.invalid:8000/v1"], "judge")
+    with ScriptedJudge(lambda request: "via proxy") as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        asyncio.run(backend.check_reachable(timeout_s=5))  # no error: the proxy listens
+        proxy.stop()
+        with pytest.raises(UserError, match=rf"cannot reach http://judge.invalid:8000/v1 \(through the proxy "
+                                            rf"127.0.0.1:{proxy.port} from the environment: .*\)"):
+            asyncio.run(backend.check_reachable(timeout_s=5))
+
+
 def test_no_proxy_sends_the_request_directly(monkeypatch: pytest.MonkeyPatch) -> None:
     with ScriptedJudge(lambda request: "via proxy") as proxy, ScriptedJudge(lambda request: "direct") as server:
         monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/v1"))
@@ -102,6 +115,24 @@ def test_no_proxy_sends_the_request_directly(monkeypatch: pytest.MonkeyPatch) ->
     assert isinstance(direct, Completion) and direct.text == "direct"
     assert isinstance(unreachable, BackendError) and "judge.invalid" in str(unreachable)
     assert proxy.requests == []
+
+
+def test_an_unsupported_proxy_is_said_once_without_its_credentials(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    with ScriptedJudge(lambda request: "direct") as server:
+        monkeypatch.setenv("HTTP_PROXY", "socks5://user:topsecret@proxy.invalid:1080")
+        answers = [chat(server.url), chat(server.url)]
+    assert [a.text for a in answers if isinstance(a, Completion)] == ["direct", "direct"]
+    err = capsys.readouterr().err
+    assert err.count("warning: the http proxy from the environment (socks5://proxy.invalid:1080) is not an http://") \
+        == 1, err
+    assert "topsecret" not in err and "user" not in err
+    monkeypatch.setenv("HTTP_PROXY", "user:topsecret at proxy")  # not a URL at all
+    with ScriptedJudge(lambda request: "direct") as server:
+        answer = chat(server.url)
+    assert isinstance(answer, Completion) and answer.text == "direct"
+    err = capsys.readouterr().err
+    assert "proxy from the environment (not a URL)" in err and "topsecret" not in err, err
 
 
 def test_a_netrc_entry_is_basic_auth_only_without_an_api_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import netrc
 import os
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
@@ -29,8 +30,8 @@ class ExchangeError(Exception):
 
 
 # What aiohttp's trust_env reads, per request, in two worker-thread hops (the proxy from the environment, and
-# ~/.netrc): against a fast server those hops and the GIL passed back and forth cost ~10% of the request rate
-# (bench/client_throughput.py --instant), so rrbench reads the same once per endpoint and environment instead.
+# ~/.netrc): against a fast server those hops and the GIL passed back and forth held a run at ~330 requests/s, and
+# reading the same once per endpoint and environment instead gave 400-413 (bench/client_throughput.py --instant).
 ENVIRONMENT = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "NETRC", "HOME")
 
 
@@ -103,7 +104,10 @@ def _proxy(url: Any) -> tuple[Any, str | None]:
     if not given:
         return None, None
     proxy = URL(given)
-    if proxy.scheme != "http":  # aiohttp reaches https:// servers through an http:// proxy only (CONNECT)
+    if proxy.scheme != "http":  # aiohttp reaches servers through an http:// proxy only (CONNECT for https://)
+        shown = f"{proxy.scheme}://{proxy.host}:{proxy.port}" if proxy.host else "not a URL"  # never its credentials
+        print(f"warning: the {url.scheme} proxy from the environment ({shown}) is not an http:// proxy, which is all "
+              f"rrbench can use; {url.host} is reached directly", file=sys.stderr, flush=True)
         return None, None
     if proxy.user is not None:
         credentials: tuple[str, str] | None = (proxy.user, proxy.password or "")

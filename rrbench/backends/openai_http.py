@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rrbench.backends._base import Backend, BackendError, Completion, Message, Sampling
-from rrbench.backends._exchange import MAX_BODY_BYTES, ExchangeError, exchange, new_session
+from rrbench.backends._exchange import MAX_BODY_BYTES, ExchangeError, exchange, new_session, route
 from rrbench.redact import Scrubber, redact_url
 from rrbench.registry import require
 from rrbench.types import DataError, FailureKind, Media, UserError, open_image, to_rgb
@@ -509,15 +509,22 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 async def _tcp_probe(url: str, timeout_s: float) -> str | None:
-    """None if something accepts a TCP connection at the URL's host and port, else why not."""
+    """None if something accepts a TCP connection where the URL's requests go (its host and port, or the proxy the
+    environment names for it), else why not."""
     parts = urllib.parse.urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host, port, via = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), ""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), timeout_s)
+        proxy = route(url, authorized=True).proxy
+    except ValueError:
+        proxy = None  # an unusable URL: the connection below says so
+    if proxy is not None:
+        host, port, via = proxy.host, proxy.port, f"through the proxy {proxy.host}:{proxy.port} from the environment: "
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
     except asyncio.TimeoutError:
-        return f"no answer in {timeout_s:g} s"
+        return f"{via}no answer in {timeout_s:g} s"
     except OSError as exc:
-        return exc.strerror or type(exc).__name__
+        return via + (exc.strerror or type(exc).__name__)
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
