@@ -181,7 +181,7 @@ class OpenAIHTTPBackend(Backend):
         await self.start()
         # Built here, on the loop, from the images' base64 that the loader thread made (``warm``): only the JSON
         # around them is new. Whole bodies built in a worker thread measured slower (0.75-0.8x the raw rate instead
-        # of 0.9-1.0x, bench/client_throughput.py --instant): the hand-over and the GIL passed between threads cost more
+        # of 0.9-1.0x, bench/client_throughput.py --instant): the hand-over and the GIL between threads cost more.
         body = self._body_pieces(messages, sampling)
         attempt = 0
         while True:
