@@ -199,9 +199,10 @@ def nft_part(smoke: bool, timeout_s: float) -> Row:
     if not t.get("measured"):
         raise PartError(f"bench/rl.py measured no trainer step: {t.get('why', '?')[:160]}")
     return Row(f"NFT step, rrbench-train rl vs bare diffusers ({'tiny' if smoke else 'FLUX.1-dev-size'} Flux, LoRA)",
-               t["median_step_s"]["instant"], t["bare_step_s"], t["overhead"], "s/step",
-               "bare sampling + LoRA fwd/bwd", "none (NFT adds old-policy/reference passes)", memory(gpu, rss),
-               f"instant reward; with the critic: {t['ratio']:.2f}x")
+               t["median_step_s"]["instant"], t["bare_step_s"]["bare+nft"], t["overhead"]["bare+nft"], "s/step",
+               "bare sampling + the same passes (old, reference, LoRA fwd/bwd)", "none", memory(gpu, rss),
+               f"instant reward; with the critic: {t['ratio']:.2f}x; against sampling + LoRA fwd/bwd alone: "
+               f"{t['overhead']['bare']:.2f}x")
 
 
 def memory(gpu: GpuMemory, rss_mb: float) -> str:

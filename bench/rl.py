@@ -30,6 +30,8 @@ process, so the trainer's accelerate picks the CPU too.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import gc
 import itertools
 import json
@@ -56,17 +58,42 @@ TRAINER = ROOT / "training" / "rl" / "trainer.py"
 # (rank, alpha) of the LoRA, bare loop and trainer alike: the tiny pipeline keeps the test-size one; FLUX.1-dev the
 # paper's 64/128 (training/rl/presets/flux-dev-t2i.yaml)
 LORA = {"tiny": (4, 4), "flux-dev": (64, 128)}
+NFT_NO_GRAD_FORWARDS = 2  # per micro-batch: v_old, and v_ref (the KL term; nft.kl > 0 by default)
 TEXT_TOKENS = {"tiny": 32, "flux-dev": 512}  # FLUX.1-dev's T5 length: a full-size step pays for its text tokens
+
+
+def _reply(latency: float, request: Any) -> str:
+    time.sleep(latency)
+    return CRITIQUE
+
+
+def _serve(latency: float, conn: Any) -> None:
+    """The child process: the scripted critic until the parent closes its end of the pipe."""
+    with ScriptedJudge(functools.partial(_reply, latency)) as server:
+        conn.send(server.url)
+        with contextlib.suppress(EOFError):
+            conn.recv()
 
 
 @contextmanager
 def critic(latency: float) -> Iterator[str]:
-    def reply(request: Any) -> str:
-        time.sleep(latency)
-        return CRITIQUE
+    """The scripted critic in a process of its own, as a vLLM server is: in this process its HTTP thread would
+    take the GIL from the sampler, which no real deployment does."""
+    import multiprocessing
 
-    with ScriptedJudge(reply) as server:
-        yield server.url
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_serve, args=(latency, child), daemon=True)
+    process.start()
+    try:
+        if not parent.poll(60):
+            raise RuntimeError("the scripted critic did not start in 60 s")
+        yield parent.recv()
+    finally:
+        parent.close()
+        process.join(10)
+        if process.is_alive():
+            process.kill()
 
 
 def reward_config(kind: str, url: str) -> dict[str, Any]:
@@ -87,7 +114,7 @@ class Loop:
         from diffusers import FluxPipeline
         from peft import LoraConfig
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 2)))
+        torch.set_num_threads(args.threads)
         self.torch, self.args = torch, args
         self.device, self.dtype = torch.device(args.device), getattr(torch, args.dtype)
         self.text_tokens = TEXT_TOKENS[args.pipeline]
@@ -95,12 +122,10 @@ class Loop:
         self.pipe.set_progress_bar_config(disable=True)
         transformer = self.pipe.transformer
         rank, alpha = LORA[args.pipeline]
-        if args.pipeline == "tiny":
-            targets = ["to_q", "to_k", "to_v"]
-        else:  # the trainer's own targets and checkpointing, so the overhead compares the same work
-            from rrbench_train.rl.adapters.flux import FluxAdapter
+        from rrbench_train.rl.adapters.flux import FluxAdapter
 
-            targets = list(FluxAdapter.default_targets)
+        targets = list(FluxAdapter.default_targets)  # the trainer's own targets: the overhead compares the same work
+        if args.pipeline != "tiny":  # and its checkpointing at full size
             transformer.enable_gradient_checkpointing()
         transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets))
         params = [p for p in transformer.parameters() if p.requires_grad]
@@ -117,10 +142,13 @@ class Loop:
                             guidance_scale=3.5, max_sequence_length=self.text_tokens, generator=generator)
         return list(out.images)
 
-    def train(self) -> None:
-        """One LoRA forward/backward per micro-batch on packed latents of the sampled size, one optimizer step."""
+    def train(self, no_grad_forwards: int = 0) -> None:
+        """One LoRA forward/backward per micro-batch on packed latents of the sampled size (after
+        ``no_grad_forwards`` forwards without gradients of the same inputs), one optimizer step."""
         torch, a, t = self.torch, self.args, self.pipe.transformer
-        tokens, channels, text_len = (a.size // 8 // 2) ** 2, t.config.in_channels, self.text_tokens
+        # packed 2x2 latent patches at the sampled size (the tiny VAE downsamples by 2, FLUX.1-dev's by 8)
+        tokens = (a.size // self.pipe.vae_scale_factor // 2) ** 2
+        channels, text_len = t.config.in_channels, self.text_tokens
         dev, dt = self.device, self.dtype
         # autocast as the trainer's denoiser call: float32 LoRA weights meet the base model's dtype
         autocast = torch.autocast(dev.type, dtype=dt, enabled=dt != torch.float32)
@@ -129,11 +157,15 @@ class Loop:
             hidden = torch.randn(a.batch, tokens, channels, generator=gen, device=dev, dtype=dt)
             text = torch.randn(a.batch, text_len, t.config.joint_attention_dim, generator=gen, device=dev, dtype=dt)
             pooled = torch.randn(a.batch, t.config.pooled_projection_dim, generator=gen, device=dev, dtype=dt)
+            inputs = {"hidden_states": hidden, "encoder_hidden_states": text, "pooled_projections": pooled,
+                      "timestep": torch.full((a.batch,), 0.5, device=dev, dtype=dt),
+                      "img_ids": torch.zeros(tokens, 3, device=dev), "txt_ids": torch.zeros(text_len, 3, device=dev),
+                      "guidance": torch.full((a.batch,), 3.5, device=dev), "return_dict": False}
             with autocast:
-                out = t(hidden_states=hidden, encoder_hidden_states=text, pooled_projections=pooled,
-                        timestep=torch.full((a.batch,), 0.5, device=dev, dtype=dt),
-                        img_ids=torch.zeros(tokens, 3, device=dev), txt_ids=torch.zeros(text_len, 3, device=dev),
-                        guidance=torch.full((a.batch,), 3.5, device=dev), return_dict=False)[0]
+                for _ in range(no_grad_forwards):
+                    with torch.no_grad():
+                        t(**inputs)
+                out = t(**inputs)[0]
             out.float().pow(2).mean().backward()
         self.optimizer.step()
         self.optimizer.zero_grad()
@@ -231,7 +263,8 @@ def trainer_steps(args: argparse.Namespace, folder: Path, reward: dict[str, Any]
     return [b - a for a, b in itertools.pairwise(stamps)]
 
 
-def trainer_part(args: argparse.Namespace, folder: Path, url: str, work: Path, bare_s: float) -> dict[str, Any]:
+def trainer_part(args: argparse.Namespace, folder: Path, url: str, work: Path, bare: dict[str, float]
+                 ) -> dict[str, Any]:
     if not TRAINER.exists():
         return {"measured": False, "why": "training/rl/trainer.py does not exist yet"}
     times: dict[str, list[float]] = {"instant": [], "critic": []}
@@ -245,19 +278,25 @@ def trainer_part(args: argparse.Namespace, folder: Path, url: str, work: Path, b
         return {"measured": False, "why": f"the trainer did not run: {type(exc).__name__}: {str(exc)[:300]}"}
     med = {kind: statistics.median(v) for kind, v in times.items()}
     return {"measured": True, "step_s": times, "median_step_s": med, "ratio": med["critic"] / med["instant"],
-            "bare_step_s": bare_s, "overhead": med["instant"] / bare_s}
+            "bare_step_s": bare, "overhead": {k: med["instant"] / v for k, v in bare.items()}}
 
 
-def bare_step(args: argparse.Namespace, loop: Loop) -> float:
-    """Sampling the same images with FluxPipeline, the same forward/backward passes, one optimizer step."""
+def bare_step(args: argparse.Namespace, loop: Loop) -> dict[str, float]:
+    """Median seconds of a bare step: sampling the same images with FluxPipeline, the same forward/backward passes,
+    one optimizer step ("bare"); and the same plus NFT's forwards without gradients (the old policy's velocity,
+    and the reference's for the KL term: "bare+nft"), so what the trainer adds beyond that is its bookkeeping."""
 
-    def step() -> None:
+    def step(no_grad_forwards: int) -> None:
         for micro in range(args.micro):
             loop.sample(micro)
-        loop.train()
+        loop.train(no_grad_forwards)
 
-    step()  # at least three timings: one alone is at the mercy of a stall on a shared machine (CI saw 3 s for 0.03)
-    return statistics.median(_timed(step) for _ in range(max(3, args.reps * args.steps_per_rep)))
+    step(0)  # at least three timings: one alone is at the mercy of a stall on a shared machine (CI saw 3 s for 0.03)
+    times: dict[str, list[float]] = {"bare": [], "bare+nft": []}
+    for rep in range(max(3, args.reps * args.steps_per_rep)):
+        for name in (["bare", "bare+nft"] if rep % 2 == 0 else ["bare+nft", "bare"]):
+            times[name].append(_timed(lambda n=name: step(NFT_NO_GRAD_FORWARDS if n == "bare+nft" else 0)))
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def release() -> None:
@@ -274,15 +313,15 @@ def release() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--steps-per-rep", type=int, default=3)
     parser.add_argument("--latency", type=float, default=None,
                         help="seconds per critique at the server (default: half of one micro-batch's sampling time, "
                              "measured first: a critic faster than sampling, the case the overlap is for)")
-    parser.add_argument("--micro", type=int, default=3, help="sampling micro-batches per step")
+    parser.add_argument("--micro", type=int, default=8, help="sampling micro-batches per step")
     parser.add_argument("--batch", type=int, default=4, help="images per micro-batch")
-    parser.add_argument("--steps", type=int, default=4, help="denoising steps")
-    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=8, help="denoising steps")
+    parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--pipeline", choices=("tiny", "flux-dev"), default="tiny",
                         help="tiny: tests/tiny_diffusers.py's Flux; flux-dev: FLUX.1-dev's size, random weights "
                              "(bench/gpu_configs.py; a GPU)")
@@ -290,6 +329,10 @@ def main() -> int:
                         help="the bare loop's and the trainer's device")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="the pipeline's dtype, bare loop and trainer alike")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the sampler and trainer (default 1: the other core is the reward "
+                             "client's and the critic server's, as a GPU leaves the CPUs to them; more threads "
+                             "make the 2-core machine's contention, not the overlap, the measured thing)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.device == "cpu":  # the trainer's accelerate takes any GPU it sees: hide them, and tell accelerate too
@@ -331,12 +374,14 @@ def main() -> int:
     print(f"  ratio critic/instant {o['ratio']:.3f} (target <= 1.1; floor ~{o['floor']:.3f}; judged after sampling "
           f"instead: ~{o['sequential_estimate']:.3f})")
     t = result["trainer"]
+    bare_line = (f"bare diffusers step {bare['bare']:.3f} s (sampling + LoRA fwd/bwd), {bare['bare+nft']:.3f} s "
+                 f"with NFT's {NFT_NO_GRAD_FORWARDS} no-grad forwards per micro-batch")
     if not t["measured"]:
-        print(f"trainer: not measured ({t['why']}); bare diffusers step {bare:.3f} s")
+        print(f"trainer: not measured ({t['why']}); {bare_line}")
     else:
         print(f"trainer: step median instant {t['median_step_s']['instant']:.3f} s, critic "
-              f"{t['median_step_s']['critic']:.3f} s, ratio {t['ratio']:.3f}; bare diffusers step {bare:.3f} s, "
-              f"overhead {t['overhead']:.3f}x")
+              f"{t['median_step_s']['critic']:.3f} s, ratio {t['ratio']:.3f} (target <= 1.1)")
+        print(f"  {bare_line}; trainer overhead {t['overhead']['bare']:.3f}x and {t['overhead']['bare+nft']:.3f}x")
     if args.device == "cpu":
         print("GPU: not measured here (--pipeline flux-dev --device cuda --dtype bfloat16; bench/gpu_check.sh)")
     return 0

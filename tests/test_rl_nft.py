@@ -179,6 +179,89 @@ def test_gradients_reach_only_the_trained_adapter(tiny_flux: Path, tmp_path: Pat
     assert stats["kl"] > 0 and 0 <= stats["r_mean"] <= 1
 
 
+def test_the_prepared_passes_give_the_same_loss_and_gradients(tiny_flux: Path, tmp_path: Path) -> None:
+    # The trainer runs NFT's old and reference forwards while the rewards are judged (prepare); the loss from them
+    # must be the loss computing them itself, bit for bit, and prepare must keep no graph.
+    from rrbench_train.rl.adapters import build_adapter
+    from rrbench_train.rl.nft import NFT
+
+    config = run_config(tiny_flux, tmp_path, "lora.init_scale=0.1", "nft.kl=0.5")
+    adapter = build_adapter(config, torch.device("cpu"))
+    nft = NFT(config)
+    rollout = nft.rollout(adapter, adapter.encode(["a cat", "a dog", "a red cube"], None), [4, 5, 6])
+    advantages = torch.tensor([1.2, float("nan"), -0.7])
+
+    def run(prepared: Any) -> tuple[torch.Tensor, dict[str, float], list[torch.Tensor]]:
+        for _, p in adapter.trainable():
+            p.grad = None
+        per, stats = nft.loss(adapter, rollout, advantages, step=2, unit=0, prepared=prepared)
+        per.sum().backward()
+        return per.detach(), stats, [p.grad.clone() for _, p in adapter.trainable() if p.grad is not None]
+
+    inline = run(None)
+    prepared = nft.prepare(adapter, rollout, step=2, unit=0)
+    assert set(prepared) == {"x_t", "sigma", "v_old", "v_ref"}
+    assert not any(t.requires_grad for t in prepared.values())
+    ahead = run(prepared)
+    assert torch.equal(inline[0], ahead[0]) and inline[1] == ahead[1] and inline[1]["kl"] > 0
+    assert len(inline[2]) == len(ahead[2]) > 0 and all(torch.equal(a, b) for a, b in zip(*[inline[2], ahead[2]],
+                                                                                       strict=True))
+    assert "v_ref" not in NFT(run_config(tiny_flux, tmp_path / "nokl", "nft.kl=0")).prepare(adapter, rollout, 2, 0)
+
+
+def test_the_trainer_runs_the_advantage_free_passes_while_the_last_rewards_are_judged(tiny_flux: Path,
+                                                                                       tmp_path: Path) -> None:
+    """Each epoch's rewards are held back until every training micro-batch's prepare has run (10 s at most): a
+    trainer that waited for the rewards first would find them late and the check below would fail."""
+    import concurrent.futures as cf
+    import threading
+
+    from rrbench_train.rl.trainer import Trainer
+
+    config = run_config(tiny_flux, tmp_path, "train.epochs=2", "sampling.group_size=2", "sampling.groups_per_epoch=2",
+                        "sampling.batch_size=2", "train.batch_size=1")
+    trainer = Trainer(config)
+    expected = 4 * trainer.algorithm.units  # training micro-batches of one sample × units
+    prepared, ready, early = [], threading.Event(), []
+    prepare = trainer.algorithm.prepare
+
+    def counting(*args: Any) -> dict[str, torch.Tensor]:
+        prepared.append(args[2])
+        if len(prepared) % expected == 0:
+            ready.set()
+        return prepare(*args)
+
+    submit = trainer.reward.submit
+
+    def held(*args: Any) -> cf.Future[Any]:
+        out: cf.Future[Any] = cf.Future()
+
+        def release() -> None:
+            early.append(not ready.wait(10))
+            out.set_result(submit(*args).result())
+
+        threading.Thread(target=release, daemon=True).start()
+        return out
+
+    trainer.algorithm.prepare = counting  # type: ignore[method-assign]
+    trainer.reward.submit = held  # type: ignore[method-assign]
+    collect = trainer.collect
+
+    def collect_then_rearm(*args: Any) -> Any:
+        try:
+            return collect(*args)
+        finally:
+            ready.clear()
+
+    trainer.collect = collect_then_rearm  # type: ignore[method-assign]
+    try:
+        assert trainer.run() == 0
+    finally:
+        trainer.reward.close()
+    assert prepared == [0] * expected + [1] * expected  # every micro-batch and unit, each epoch, with its step
+    assert early == [False] * 4  # two sampling batches per epoch, two epochs: none released by the timeout
+
+
 def test_a_masked_sample_contributes_nothing(tiny_flux: Path, tmp_path: Path) -> None:
     from rrbench_train.rl.adapters import build_adapter
     from rrbench_train.rl.nft import NFT

@@ -81,7 +81,7 @@ class Adapter(Protocol):
                  ) -> torch.Tensor:
         """v(x_σ, σ | cond) ``[B, N, C]`` float32 with the named LoRA adapter (None: the reference, adapters
         disabled). ``sigma`` is ``[B]``. Gradients flow only for ``lora="default"`` (callers wrap the others in
-        ``torch.no_grad()``); the adapter leaves ``default`` active and trainable afterwards."""
+        ``torch.no_grad()``); a ``default`` forward always runs with exactly ``default`` trainable."""
         ...
 
     def decode(self, x0: torch.Tensor) -> list[Image.Image]:
@@ -151,7 +151,8 @@ class Algorithm(Protocol):
     1. ``rollout`` every local sampling batch (no gradients; the trainer wraps it in ``torch.no_grad()``),
     2. gathers rewards and computes advantages ``[B]`` float32 (NaN = this sample's reward failed, or its group
        has fewer than two valid rewards: the sample must contribute exactly nothing),
-    3. for every training micro-batch and every ``unit in range(units)``: ``loss(...)`` then backward. The trainer
+    3. for every training micro-batch and every ``unit in range(units)``: ``prepare(...)`` while the last rewards
+       are judged, then, with the advantages, ``loss(..., prepared)`` and backward. The trainer
        normalises: the optimizer sees Σ per-sample losses / (valid samples in the global batch × units), so the
        result does not depend on micro-batching or the number of processes,
     4. clips gradients, steps the optimizer, calls ``after_optimizer_step``.
@@ -164,11 +165,19 @@ class Algorithm(Protocol):
         """Sample B images for B conditions with the sampling policy."""
         ...
 
-    def loss(self, adapter: Adapter, rollout: Rollout, advantages: torch.Tensor, step: int, unit: int
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+    def prepare(self, adapter: Adapter, rollout: Rollout, step: int, unit: int) -> dict[str, torch.Tensor]:
+        """What ``loss`` needs for this micro-batch and unit that depends neither on the advantages nor on the
+        trained adapter (NFT: the old policy's and the reference's velocities; GRPO: the reference's), computed
+        without gradients. The trainer calls it for every training micro-batch while the epoch's last rewards are
+        still being judged, and hands the result back to ``loss`` as ``prepared``."""
+        ...
+
+    def loss(self, adapter: Adapter, rollout: Rollout, advantages: torch.Tensor, step: int, unit: int,
+             prepared: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Per-sample losses ``[B]`` (0 where the advantage is NaN, and no NaN gradient from it) for backward unit
         ``unit`` of optimizer step ``step`` (0-based: optimizer steps done before this one), and statistics to log
-        (means over the micro-batch's valid samples; the trainer averages them over units and micro-batches)."""
+        (means over the micro-batch's valid samples; the trainer averages them over units and micro-batches).
+        ``prepared``: ``prepare``'s result for the same arguments (None: computed here, the same numbers)."""
         ...
 
     def after_optimizer_step(self, adapter: Adapter, step: int) -> dict[str, float]:

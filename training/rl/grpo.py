@@ -225,13 +225,27 @@ class GRPO:
         order = torch.randperm(self.steps, generator=gen)
         return int(order[unit])
 
-    def loss(self, adapter: Adapter, rollout: Rollout, advantages: torch.Tensor, step: int, unit: int
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+    def prepare(self, adapter: Adapter, rollout: Rollout, step: int, unit: int) -> dict[str, torch.Tensor]:
+        """The reference's velocity at the unit's stored x_k (no gradients), when the KL term needs it."""
+        if rollout.latents is None or rollout.sigmas is None:
+            raise ValueError("a GRPO loss needs the rollout's trajectory (latents, log_probs, sigmas)")
+        if not self.cfg.kl > 0:
+            return {}
+        k = self.timestep(step, unit)
+        x = rollout.latents[:, k]
+        with torch.no_grad():  # at the very σ transition_loss passes
+            v_ref = self.velocity(adapter, rollout.cond, None)(x, torch.full((len(x),), float(rollout.sigmas[k]),
+                                                                             device=x.device))
+        return {"v_ref": v_ref}
+
+    def loss(self, adapter: Adapter, rollout: Rollout, advantages: torch.Tensor, step: int, unit: int,
+             prepared: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         if rollout.latents is None or rollout.log_probs is None or rollout.sigmas is None:
             raise ValueError("a GRPO loss needs the rollout's trajectory (latents, log_probs, sigmas)")
         k = self.timestep(step, unit)
         sigmas = rollout.sigmas
-        reference = self.velocity(adapter, rollout.cond, None) if self.cfg.kl > 0 else None
+        ready = prepared if prepared is not None else self.prepare(adapter, rollout, step, unit)
+        reference = (lambda x, sig: ready["v_ref"]) if "v_ref" in ready else None
         loss, stats = transition_loss(self.velocity(adapter, rollout.cond, TRAINED), reference,
                                       rollout.latents[:, k], rollout.latents[:, k + 1], float(sigmas[k]),
                                       float(sigmas[k + 1]), noise_cap(sigmas), rollout.log_probs[:, k],

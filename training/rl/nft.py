@@ -172,18 +172,27 @@ class NFT:
             noise.append(torch.randn(rollout.x0.shape[1:], generator=gen, dtype=torch.float32))
         return torch.stack(noise).to(rollout.x0.device), torch.stack(picked).to(rollout.x0.device)
 
-    def loss(self, adapter: Adapter, rollout: Rollout, advantages: torch.Tensor, step: int, unit: int
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+    def prepare(self, adapter: Adapter, rollout: Rollout, step: int, unit: int) -> dict[str, torch.Tensor]:
+        """The unit's fresh x_σ and σ, and the old and reference velocities there (no gradients)."""
+        import torch
+
+        noise, sigma = self.draws(adapter, rollout, step, unit)
+        s = sigma.view(-1, *([1] * (rollout.x0.dim() - 1)))
+        out = {"x_t": (1.0 - s) * rollout.x0 + s * noise, "sigma": sigma}
+        with torch.no_grad():
+            out["v_old"] = adapter.velocity(out["x_t"], sigma, rollout.cond, OLD)
+            if self.nft.kl > 0:
+                out["v_ref"] = adapter.velocity(out["x_t"], sigma, rollout.cond, None)
+        return out
+
+    def loss(self, adapter: Adapter, rollout: Rollout, advantages: torch.Tensor, step: int, unit: int,
+             prepared: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
 
         valid = ~torch.isnan(advantages)
         r = optimality(advantages, self.nft.adv_clip).to(rollout.x0.device)
-        noise, sigma = self.draws(adapter, rollout, step, unit)
-        s = sigma.view(-1, *([1] * (rollout.x0.dim() - 1)))
-        x_t = (1.0 - s) * rollout.x0 + s * noise
-        with torch.no_grad():
-            v_old = adapter.velocity(x_t, sigma, rollout.cond, OLD)
-            v_ref = adapter.velocity(x_t, sigma, rollout.cond, None) if self.nft.kl > 0 else None
+        ready = prepared if prepared is not None else self.prepare(adapter, rollout, step, unit)
+        x_t, sigma, v_old, v_ref = ready["x_t"], ready["sigma"], ready["v_old"], ready.get("v_ref")
         v_theta = adapter.velocity(x_t, sigma, rollout.cond, TRAINED)
         per, pos, neg = nft_loss(rollout.x0, x_t, sigma, v_theta, v_old, r, self.nft.beta)
         kl = velocity_kl(v_theta, v_ref) if v_ref is not None else torch.zeros_like(per)

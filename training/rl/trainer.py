@@ -3,9 +3,10 @@
 Per epoch: the sampler picks ``groups_per_epoch`` row keys (the same on every process); the global batch of
 groups × K samples is split into contiguous shards, one per process; each process samples its shard in
 micro-batches and submits each batch's images to the reward at once, so batch k is judged while batch k + 1 is
-sampled; rewards are gathered, advantages computed over the global batch (failed rewards masked), solved groups
-banned, and the algorithm's losses back-propagated in micro-batches into one optimizer step over the ``default``
-LoRA only. Then the old-policy update and the EMA, the monitor line, the checkpoint.
+sampled, and the algorithm's advantage-free passes (NFT's old and reference velocities, GRPO's reference) run
+while the last batch is judged; rewards are gathered, advantages computed over the global batch (failed rewards
+masked), solved groups banned, and the algorithm's losses back-propagated in micro-batches into one optimizer step
+over the ``default`` LoRA only. Then the old-policy update and the EMA, the monitor line, the checkpoint.
 
 Faults: a non-finite loss or gradient skips the step (counted; ``train.max_nan_steps`` in a row stop the run with a
 checkpoint); an epoch whose rewards mostly failed (a server down) waits for the reward to be healthy and asks again
@@ -105,8 +106,10 @@ class Trainer:
         started = time.monotonic()
         samples = self.plan()
         local = self.shard(samples)
-        rollouts, results = self.sample_and_reward(local)
-        all_results = self.gather_objects(results)
+        rollouts, futures, submitted = self.sample(local)
+        rollout = Rollout.cat(rollouts)
+        prepared = self.prepare(rollout)  # while the last micro-batch's rewards are judged
+        all_results = self.gather_objects(self.collect(futures, submitted))
         values = reward_values(all_results, samples, self.reward)
         std, clip = (self.config.nft.std, self.config.nft.adv_clip) if self.config.algorithm == "nft" else \
             (self.config.grpo.std, self.config.grpo.adv_clip)
@@ -114,7 +117,7 @@ class Trainer:
         advantages = group_advantages(values, groups, std, clip)
         self.ban(values, samples)
         lo = self.rank * len(local)
-        stats = self.train_on(Rollout.cat(rollouts), advantages[lo: lo + len(local)])
+        stats = self.train_on(rollout, advantages[lo: lo + len(local)], prepared)
         stats.update(reward_stats(all_results))
         stats.update({"valid_samples": float((~torch.isnan(advantages)).sum()),
                       "banned": float(len(self.sampler.banned)),
@@ -135,7 +138,9 @@ class Trainer:
         return samples[self.rank * n: (self.rank + 1) * n]
 
     # -- sampling and rewards -----------------------------------------------------------------------------
-    def sample_and_reward(self, local: list[Sample]) -> tuple[list[Rollout], list[RewardResult]]:
+    def sample(self, local: list[Sample]) -> tuple[list[Rollout], list[Any], list[Any]]:
+        """Rollouts of the local samples in sampling micro-batches, each submitted to the reward as soon as it is
+        decoded; the reward futures, and what was submitted (to ask again after a pause)."""
         import torch
 
         batch = self.config.sampling.batch_size
@@ -152,7 +157,21 @@ class Trainer:
             submitted.append(args)
             rollouts.append(Rollout(rollout.x0, rollout.cond, rollout.seeds, [], rollout.latents, rollout.log_probs,
                                     rollout.sigmas))
-        return rollouts, self.collect(futures, submitted)
+        return rollouts, futures, submitted
+
+    def chunks(self, n: int) -> list[list[int]]:
+        """The training micro-batches of ``n`` local samples."""
+        batch = self.config.train.batch_size
+        return [list(range(i, min(i + batch, n))) for i in range(0, n, batch)]
+
+    def prepare(self, rollout: Rollout) -> list[list[dict[str, torch.Tensor]]]:
+        """The algorithm's advantage-free work (no-grad forwards) per training micro-batch and unit: done while the
+        last rewards are still being judged, so their latency hides behind it instead of idling the device."""
+        import torch
+
+        with torch.no_grad():
+            return [[self.algorithm.prepare(self.adapter, rollout.select(index), self.step, unit)
+                     for unit in range(self.algorithm.units)] for index in self.chunks(len(rollout))]
 
     def collect(self, futures: list[Any], submitted: list[Any]) -> list[RewardResult]:
         """The epoch's rewards; when most failed on any process, pause until the reward is healthy and ask again,
@@ -184,7 +203,8 @@ class Trainer:
         self.sampler.ban(str(k).split("\x00", 1)[1] for k in solved)
 
     # -- training -----------------------------------------------------------------------------------------
-    def train_on(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
+    def train_on(self, rollout: Rollout, advantages: torch.Tensor, prepared: list[list[dict[str, torch.Tensor]]]
+                 ) -> dict[str, float]:
         import torch
 
         units = self.algorithm.units
@@ -192,8 +212,7 @@ class Trainer:
         if valid_global == 0:
             return {"skipped_no_signal": 1.0}
         scale = self.world / (valid_global * units)
-        batch = self.config.train.batch_size
-        chunks = [list(range(i, min(i + batch, len(rollout)))) for i in range(0, len(rollout), batch)]
+        chunks = self.chunks(len(rollout))
         sums: dict[str, float] = {}
         total = torch.zeros((), device=self.accelerator.device)
         for c, index in enumerate(chunks):
@@ -201,7 +220,8 @@ class Trainer:
             for unit in range(units):
                 last = c == len(chunks) - 1 and unit == units - 1
                 with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
-                    per, stats = self.algorithm.loss(self.adapter, part, adv.to(part.x0.device), self.step, unit)
+                    per, stats = self.algorithm.loss(self.adapter, part, adv.to(part.x0.device), self.step, unit,
+                                                     prepared[c][unit])
                     loss = per.sum() * scale
                     self.accelerator.backward(loss)
                 total += loss.detach()

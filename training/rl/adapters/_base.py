@@ -5,7 +5,6 @@ adapters on its denoiser, switching between them, per-seed noise and a cache of 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import warnings
@@ -57,6 +56,9 @@ class PipelineAdapter:
         self.train_model: Any = self.transformer  # the trainer puts accelerate's (DDP) wrapper here
         self.max_sequence_length = config.generator.max_sequence_length or self.default_max_sequence_length
         self._cache: dict[Hashable, Any] = {}
+        self._active: str | None = TRAINED  # the adapter peft has active now (add_lora leaves default)
+        self._lora_params = [(param, f".{TRAINED}." in name) for name, param in self.transformer.named_parameters()
+                             if "lora_" in name]
 
     def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """``make()`` once per key, without gradients (encoded prompts and sources)."""
@@ -87,30 +89,29 @@ class PipelineAdapter:
 
         model = self.train_model if lora == TRAINED else self.transformer
         autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
-        with self.using(lora), autocast:
+        self.activate(lora)
+        with autocast:
             out: torch.Tensor = model(**inputs, return_dict=False)[0]
         return out
 
-    @contextlib.contextmanager
-    def using(self, lora: str | None) -> Iterator[None]:
-        """Run with the named adapter (None: all disabled), then back to ``default``, trainable, ``old`` frozen:
-        peft's set_adapter/enable_adapters flip ``requires_grad``, which must not leak into the optimizer."""
-        if lora == TRAINED:
-            yield
+    def activate(self, lora: str | None) -> None:
+        """Make the named adapter the active one (None: every adapter disabled, the reference). Switching is lazy,
+        only when another adapter is asked for: peft's set_adapter walks every module of the denoiser, and a
+        rollout makes steps × forwards with ``old`` in a row. Whatever is active, exactly ``default``'s LoRA
+        parameters require gradients: set_adapter and disable_adapters flip ``requires_grad``, which must neither
+        leak into the optimizer nor cut a ``default`` graph still waiting for its backward (GRPO's loss asks the
+        reference after the trained forward)."""
+        if lora == self._active:
             return
-        try:
-            if lora is None:
-                self.transformer.disable_adapters()
-            else:
-                self.transformer.set_adapter(lora)
-            yield
-        finally:
-            if lora is None:
-                self.transformer.enable_adapters()
-            self.transformer.set_adapter(TRAINED)
-            for name, param in self.transformer.named_parameters():
-                if "lora_" in name:
-                    param.requires_grad_(f".{TRAINED}." in name)
+        if self._active is None:
+            self.transformer.enable_adapters()
+        if lora is None:
+            self.transformer.disable_adapters()
+        else:
+            self.transformer.set_adapter(lora)
+        for param, trained in self._lora_params:
+            param.requires_grad_(trained)
+        self._active = lora
 
     def trainable(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
         return ((n, p) for n, p in self.transformer.named_parameters() if "lora_" in n and f".{TRAINED}." in n)
