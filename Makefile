@@ -34,5 +34,5 @@ mutation:  ## mutation testing of the core modules against their fast tests (doc
 	$(PY) scripts/mutation.py $(ARGS)
 
 .PHONY: bench-rl
-bench-rl:  ## diffusion RL: reward hidden behind sampling (critic of fixed latency vs instant), trainer vs bare diffusers (bench/rl.py; about 30 s)
+bench-rl:  ## diffusion RL: reward hidden behind sampling (critic of fixed latency vs instant), trainer vs bare diffusers (bench/rl.py; about 70 s)
 	$(PY) bench/rl.py

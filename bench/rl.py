@@ -1,21 +1,26 @@
 """Diffusion RL: how much of the reward's time the background reward hides, and what the trainer adds.
 
-What, side by side in one run, repetitions alternating the order (drift of a shared machine cancels out):
+What, side by side in one run, repetitions alternating the order (drift of a shared machine cancels out). The
+critic is the scripted RationalRewards-format server (tests/judge_server.py: real HTTP on 127.0.0.1, each critique
+answered after ``L`` seconds, in a process of its own as a vLLM server is; reached by rrbench's client as
+``rationalrewards-8b base_urls=[URL]``); the instant reward is the in-process ``constant`` model. Torch runs one
+thread (``--threads``): the sampler stands in for a GPU, and the machine's other core is left to the reward client
+and the server, as a GPU machine leaves its CPUs to them.
 
-1. **Reward overlap (the reward module alone, always measured).** A step of the loop the trainer runs: sample M
-   micro-batches with the tiny random-weight Flux pipeline (tests/tiny_diffusers.py; ``FluxPipeline.__call__``),
-   ``Reward.submit`` each micro-batch as soon as it is decoded (its reward is judged while the next one is
-   sampled), wait for every reward, then one LoRA forward/backward of the transformer per micro-batch. The reward
-   is either the scripted RationalRewards-format critic (tests/judge_server.py, a real HTTP server on 127.0.0.1
-   answering each critique after ``L`` seconds, reached by rrbench's client as ``rationalrewards-8b
-   base_urls=[URL]``) or an instant in-process reward (``constant``). Ratio = median step time with the critic /
-   with the instant reward. Target <= 1.1x. Only the last micro-batch's reward cannot overlap sampling, so the
-   floor is about 1 + L / step time.
-2. **The trainer (when training/rl/trainer.py exists).** ``rrbench-train rl`` on the same tiny pipeline, the same
-   two rewards; step time = the spacing of the monitor's per-step lines (monitor.jsonl), the first step left out.
+1. **The trainer (the target).** ``rrbench_train.rl.trainer.train`` (NFT) on the tiny random-weight Flux
+   (tests/tiny_diffusers.py) with each reward; step time = the spacing of the monitor's per-step lines
+   (monitor.jsonl), the first step left out. Ratio = median step with the critic / with the instant reward, target
+   <= 1.1x: each micro-batch is judged while the next samples, and the last one while NFT's old-policy and
+   reference passes run.
+2. **The reward module alone (a diagnostic).** A bare loop: sample M micro-batches with ``FluxPipeline.__call__``,
+   ``Reward.submit`` each as soon as it is decoded, wait for every reward, then one LoRA forward/backward per
+   micro-batch. Nothing runs while the last micro-batch is judged, so its floor is about 1 + L / step time; what
+   it adds above the floor is the reward client's CPU beside the sampler.
 3. **Trainer overhead vs bare diffusers.** The trainer's step (instant reward) against the bare work it wraps:
-   ``FluxPipeline`` sampling of the same images plus the same number of LoRA forward/backward passes of the
-   transformer and one optimizer step, no reward. Measured only when the trainer exists.
+   ``FluxPipeline`` sampling of the same images, the same LoRA forward/backward passes (the trainer's LoRA targets,
+   the same token counts) and one optimizer step ("bare"); and the same plus NFT's two no-grad forwards per
+   micro-batch ("bare+nft": the old policy's and the reference's velocities), so what is left is the trainer's own
+   bookkeeping.
 
 Full size (bench/gpu_check.sh's NFT row): ``--pipeline flux-dev --device cuda --dtype bfloat16`` runs all three at
 FLUX.1-dev's size with random weights (bench/gpu_configs.py), LoRA 64/128 on the trainer's attention targets,
@@ -23,8 +28,9 @@ gradient checkpointing and 512 text tokens, as training/rl/presets/flux-dev-t2i.
 its LoRA in float32 under autocast, as the trainer does. ``--device cpu`` (the default) hides every GPU from this
 process, so the trainer's accelerate picks the CPU too.
 
-    python bench/rl.py [--reps 2] [--steps-per-rep 3] [--latency L] [--micro 3] [--batch 4] [--steps 4]
-                       [--size 32] [--pipeline tiny|flux-dev] [--device cpu|cuda] [--dtype float32|bfloat16] [--json]
+    python bench/rl.py [--reps 3] [--steps-per-rep 3] [--latency L] [--micro 8] [--batch 4] [--steps 8]
+                       [--size 64] [--threads 1] [--pipeline tiny|flux-dev] [--device cpu|cuda]
+                       [--dtype float32|bfloat16] [--json]
 """
 
 from __future__ import annotations
@@ -366,13 +372,14 @@ def main() -> int:
         return 0
     o = result["overlap"]
     print(f"{args.pipeline} Flux on {args.device} ({args.dtype})")
-    print(f"reward overlap: {args.micro} micro-batches x {args.batch} images, {args.steps} steps at {args.size} px; "
-          f"one micro-batch samples in {o['micro_batch_sample_s']:.3f} s; critic latency {args.latency} s")
+    print(f"reward module alone (diagnostic): {args.micro} micro-batches x {args.batch} images, {args.steps} steps "
+          f"at {args.size} px; one micro-batch samples in {o['micro_batch_sample_s']:.3f} s; critic latency "
+          f"{args.latency} s")
     for kind in ("instant", "critic"):
         print(f"  {kind:8s} step median {o['median_step_s'][kind]:.3f} s, waiting for rewards after sampling "
               f"{o['median_wait_after_sampling_s'][kind]:.3f} s  ({o['step_s'][kind]})")
-    print(f"  ratio critic/instant {o['ratio']:.3f} (target <= 1.1; floor ~{o['floor']:.3f}; judged after sampling "
-          f"instead: ~{o['sequential_estimate']:.3f})")
+    print(f"  ratio critic/instant {o['ratio']:.3f} (floor ~{o['floor']:.3f}: nothing hides the last micro-batch's "
+          f"critique; judged after sampling instead: ~{o['sequential_estimate']:.3f})")
     t = result["trainer"]
     bare_line = (f"bare diffusers step {bare['bare']:.3f} s (sampling + LoRA fwd/bwd), {bare['bare+nft']:.3f} s "
                  f"with NFT's {NFT_NO_GRAD_FORWARDS} no-grad forwards per micro-batch")

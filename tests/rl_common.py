@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +126,59 @@ def generate(out: Path, generator: str, pipe: Path, size: int, *options: str) ->
     paths = sorted(run_dir.rglob("*.png"))
     assert len(paths) == 2
     return record, [Image.open(p).tobytes() for p in paths]
+
+
+# ------------------------------------------------------------------------------- the learning-signal tests
+
+
+def shuffled_reward(config: Any, seed: int) -> Any:
+    """The config's own reward with each batch's results permuted: the same values, unrelated to the images (the
+    control run of the learning-signal tests)."""
+    import concurrent.futures as cf
+
+    import torch
+
+    from rrbench_train.rl.reward import Reward, RewardConfig, RewardResult
+
+    class Shuffled(Reward):
+        def submit(self, prompts: Sequence[str], images: Sequence[Any], sources: Sequence[Sequence[Any]] | None,
+                   keys: Sequence[str]) -> cf.Future[list[RewardResult]]:
+            perm = torch.randperm(len(images), generator=gen).tolist()
+            out: cf.Future[list[RewardResult]] = cf.Future()
+            inner = super().submit(prompts, images, sources, keys)
+            inner.add_done_callback(lambda f: out.set_result([f.result()[i] for i in perm]))
+            return out
+
+    gen = torch.Generator().manual_seed(seed)
+    return Shuffled(RewardConfig.from_dict({"generation": "t2i", **config.reward}))
+
+
+def heldout_red_minus_blue(trainer: Any, seeds_per_row: int = 8) -> float:
+    """Mean red − blue of the trained adapter's ODE images on the held-out rows, several fixed seeds each."""
+    import numpy as np
+
+    from rrbench_train.rl.nft import ode_sample
+
+    prompts = [r.prompt for r in trainer.heldout_rows for _ in range(seeds_per_row)]
+    x0 = ode_sample(trainer.adapter, trainer.adapter.encode(prompts, None), list(range(len(prompts))),
+                    trainer.config.sampling.steps, "default")
+    pixels = [np.asarray(im.convert("RGB"), dtype=np.float64) / 255 for im in trainer.adapter.decode(x0)]
+    return float(np.mean([p[..., 0].mean() - p[..., 2].mean() for p in pixels]))
+
+
+def learnt_and_control(config_for: Callable[[str], Any]) -> tuple[float, float, float]:
+    """Held-out red − blue (start, after training, after the same training on shuffled rewards): one trainer run
+    per config ``config_for("learnt")`` and ``config_for("control")``."""
+    from rrbench_train.rl.trainer import Trainer
+
+    results = {}
+    for name in ("learnt", "control"):
+        config = config_for(name)
+        trainer = Trainer(config, shuffled_reward(config, seed=1) if name == "control" else None)
+        try:
+            before = heldout_red_minus_blue(trainer)
+            trainer.run()
+            results[name] = (before, heldout_red_minus_blue(trainer))
+        finally:
+            trainer.reward.close()
+    return results["learnt"][0], results["learnt"][1], results["control"][1]
