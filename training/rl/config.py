@@ -44,12 +44,16 @@ class LoraConfig:
 
 @dataclass
 class DataConfig:
-    """Prompts from an rrbench generation task (groups keyed by sample id) or a prompt file (JSONL rows with
-    ``id``, ``prompt`` and, for editing, ``source``: image paths relative to the file)."""
+    """Prompts from an rrbench generation task (groups keyed by sample id), a prompt file (JSONL rows with ``id``,
+    ``prompt`` and, for editing, ``source``: image paths inside the file's folder) or the released RL prompt set."""
 
     task: str | None = None
     task_args: dict[str, Any] = field(default_factory=dict)
     file: str | None = None
+    # the released RL prompt set: its hub id (TIGER-Lab/RationalRewards_DiffusionNFT_TrainData, from the local cache
+    # or downloaded) or a local copy; its t2i/ or edit/ part by the generator's kind, the ``split`` file
+    released: str | None = None
+    split: str = "train"
     data_dir: str | None = None  # a local copy of the task's data (rrbench's --data)
     limit: int | None = None
     heldout: int = 0  # rows kept out of training for the held-out monitor (the last ones, after a seeded shuffle)
@@ -232,7 +236,9 @@ def check(config: RLConfig) -> None:
         raise UserError(f"config train.ema_decay must be in [0, 1), got {config.train.ema_decay}")
     if not 0.0 <= config.nft.old_max <= 1.0 or config.nft.old_rate < 0:
         raise UserError("config nft.old_max must be in [0, 1] and nft.old_rate at least 0")
-    if (config.data.task is None) == (config.data.file is None):
-        raise UserError("config data: name exactly one of data.task (an rrbench generation task) or data.file")
+    named = [k for k in ("task", "file", "released") if getattr(config.data, k) is not None]
+    if len(named) != 1:
+        raise UserError("config data: name exactly one of data.task (an rrbench generation task), data.file (a JSONL "
+                        f"prompt file) or data.released (the released RL prompt set); got {', '.join(named) or 'none'}")
     if config.generator.resolution % 16:
         raise UserError(f"config generator.resolution must be a multiple of 16, got {config.generator.resolution}")

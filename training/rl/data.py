@@ -1,9 +1,14 @@
 """Prompts (and edit sources) for RL, and the seeded group sampler.
 
-Rows come from an rrbench generation task (``data.task``: its samples; key = sample id) or a JSONL prompt file
-(``data.file``: ``{"id", "prompt", "source": [paths]}``; the released RL prompt set converts to it). A group is the
-K samples of one row, keyed by the row id, never by the prompt text: two rows with one instruction and different
-sources stay two groups. ``data.heldout`` rows (chosen by a seeded shuffle) are kept for the held-out monitor.
+Rows come from an rrbench generation task (``data.task``: its samples; key = sample id), a JSONL prompt file
+(``data.file``: ``{"id", "prompt", "source": [paths]}``) or the released RL prompt set (``data.released``:
+``TIGER-Lab/RationalRewards_DiffusionNFT_TrainData`` or a local copy; ``t2i/{split}.jsonl`` or
+``edit/{split}.jsonl`` by the generator's kind, rows ``{"prompt", "image_path"}`` as the reference trainers read
+them, train_flux_kontext_rationalrewards.py ``PromptImageDataset``; key = the row's ``id`` if it has one, else
+``{split}:{line}``). A group is the K samples of one row, keyed by the row id, never by the prompt text (the
+reference keys by prompt + image path): two rows with one instruction and different sources stay two groups.
+Image paths are data, not trusted: one that leaves the data's own folder is refused. ``data.heldout`` rows (chosen
+by a seeded shuffle) are kept for the held-out monitor.
 
 The sampler walks seeded permutations of the row keys, one pass after another, skipping banned keys; its state (pass,
 position, banned keys) is all a checkpoint needs to continue the same sequence.
@@ -37,9 +42,19 @@ class Row:
         return [load() for load in self.sources]
 
 
-def load_rows(config: DataConfig, seed: int) -> tuple[list[Row], list[Row]]:
-    """(train rows, held-out rows); a duplicate key or an empty set is a UserError."""
-    rows = _task_rows(config) if config.task is not None else _file_rows(Path(config.file or ""))
+RELEASED = "TIGER-Lab/RationalRewards_DiffusionNFT_TrainData"
+RELEASED_PARTS = {"t2i": ("t2i",), "edit": ("edit", "editing", "image_edit")}  # the kind's folder in the release
+
+
+def load_rows(config: DataConfig, seed: int, kind: str = "t2i") -> tuple[list[Row], list[Row]]:
+    """(train rows, held-out rows); a duplicate key or an empty set is a UserError. ``kind``: the generator's
+    (t2i or edit), which picks the released set's part."""
+    if config.task is not None:
+        rows = _task_rows(config)
+    elif config.released is not None:
+        rows = _released_rows(config.released, config.split, kind)
+    else:
+        rows = _file_rows(Path(config.file or ""))
     if config.limit is not None:
         rows = rows[: config.limit]
     seen: set[str] = set()
@@ -75,17 +90,80 @@ def _file_rows(path: Path) -> list[Row]:
     if not path.is_file():
         raise UserError(f"data.file {path} does not exist")
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, item in _jsonl(path):
+        try:
+            key, prompt = str(item["id"]), str(item["prompt"])
+            names = item.get("source") or []
+            names = [names] if isinstance(names, str) else list(names)
+        except (KeyError, TypeError):
+            raise UserError(f"{path}:{number}: expected a JSON object with id, prompt and optional source") from None
+        sources = [_inside(path.parent, str(name), f"{path}:{number}") for name in names]
+        rows.append(Row(key, prompt, tuple(_opener(p) for p in sources)))
+    return rows
+
+
+def _released_rows(where: str, split: str, kind: str) -> list[Row]:
+    """The released RL prompt set's ``split`` rows for ``kind``; image paths relative to the set's root."""
+    root = _released_root(where, kind)
+    candidates = [root / part / f"{split}.jsonl" for part in RELEASED_PARTS[kind]] + [root / f"{split}.jsonl"]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise UserError(f"data.released {where}: no {kind} split {split!r} (looked for "
+                        f"{', '.join(str(c.relative_to(root)) for c in candidates)} under {root})")
+    rows = []
+    for number, item in _jsonl(path):
+        prompt, names = item.get("prompt"), item.get("image_path")
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(prompt, str) or not prompt.strip() or (names is not None and not (
+                isinstance(names, list) and all(isinstance(n, str) for n in names))):
+            raise UserError(f"{path}:{number}: expected a JSON object with a prompt and, for editing, an image_path")
+        if kind == "edit" and not names:
+            raise UserError(f"{path}:{number}: an editing row needs its source image (image_path)")
+        sources = [_inside(root, name, f"{path}:{number}", also=path.parent) for name in names or []]
+        key = str(item["id"]) if item.get("id") is not None else f"{split}:{number}"
+        rows.append(Row(key, prompt, tuple(_opener(p) for p in sources)))
+    return rows
+
+
+def _released_root(where: str, kind: str) -> Path:
+    local = Path(where).expanduser()
+    if local.is_dir():
+        return local
+    if where.count("/") != 1 or local.exists():
+        raise UserError(f"data.released {where}: neither a folder nor a hub dataset id (as {RELEASED})")
+    import huggingface_hub
+
+    from rrbench.hubaccess import snapshot
+
+    patterns = [f"{part}/**" for part in RELEASED_PARTS[kind]] + ["*.jsonl"]
+    return Path(snapshot(huggingface_hub, where, None, patterns, f"hf download {where} --repo-type dataset"))
+
+
+def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-empty line; anything but a JSON object is one UserError line."""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
-            key, prompt = str(item["id"]), str(item["prompt"])
-            sources = [path.parent / str(s) for s in item.get("source") or []]
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{path}:{number}: expected a JSON object with id, prompt and optional source") from None
-        rows.append(Row(key, prompt, tuple(_opener(p) for p in sources)))
-    return rows
+        except ValueError:
+            item = None
+        if not isinstance(item, dict):
+            raise UserError(f"{path}:{number}: not a JSON object")
+        yield number, item
+
+
+def _inside(root: Path, name: str, where: str, also: Path | None = None) -> Path:
+    """``name`` under ``root`` (or under ``also``, a folder inside root, tried first), refused when it leaves
+    ``root``: an absolute path, ``..``, or a link pointing out."""
+    base = root.resolve()
+    for folder in ([also] if also is not None else []) + [root]:
+        path = (folder / name).resolve()
+        if not path.is_relative_to(base):
+            raise UserError(f"{where}: image path {name!r} leaves the data folder {root}")
+        if path.is_file():
+            return path
+    raise UserError(f"{where}: image {name!r} not found under {root}")
 
 
 def _opener(path: Path) -> Callable[[], Image.Image]:

@@ -66,7 +66,7 @@ class Trainer:
             raise UserError(f"the global batch ({config.global_batch} = group_size × groups_per_epoch) must divide "
                             f"evenly over {self.world} processes")
         self.out = Path(config.output_dir)
-        self.train_rows, self.heldout_rows = load_rows(config.data, config.seed)
+        self.train_rows, self.heldout_rows = load_rows(config.data, config.seed, self.kind)
         self.rows = {r.key: r for r in [*self.train_rows, *self.heldout_rows]}
         self.sampler = GroupSampler([r.key for r in self.train_rows], config.seed)
         self.reward = reward if reward is not None else make_reward(config, self.kind)
