@@ -262,3 +262,49 @@ def test_a_generator_without_diffusers_installed_is_one_line(tmp_path: Path, pho
     err = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(err) == 1, done.stderr
     assert "sd3.5-medium" in err[0] and "pip install 'rrbench[diffusers,train]'" in err[0], err
+
+
+def test_edit_sources_are_center_cropped_for_generator_and_reward_alike(pipes: Callable[[str], Path], photos: Path,
+                                                                         tmp_path: Path) -> None:
+    """A 451 x 300 photograph reaches the adapter and the reward as its centered 300² square at the training
+    resolution (the reference's PromptImageDataset), not stretched, and the same pixels for both."""
+    import numpy as np
+    from skimage import data
+
+    from rrbench_train.rl.data import square
+    from rrbench_train.rl.trainer import Trainer
+
+    Image.fromarray(data.chelsea()).save(tmp_path / "wide.png")
+    rows = [{"id": "w", "prompt": "Make the cat blue.", "source": ["wide.png"]},
+            {"id": "v", "prompt": "Add a hat.", "source": ["wide.png"]}]
+    (tmp_path / "wide.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = config_for("flux-kontext-dev", pipes("flux-kontext-dev"), tmp_path, photos, **{
+        "sampling.group_size": 2, "sampling.groups_per_epoch": 1, "sampling.batch_size": 2, "train.batch_size": 2,
+        "train.epochs": 1, "data.heldout": 0})
+    config.data.file = str(tmp_path / "wide.jsonl")
+    trainer = Trainer(config)
+    seen: dict[str, list[Image.Image]] = {"adapter": [], "reward": []}
+    encode, submit = trainer.adapter.encode, trainer.reward.submit
+
+    def seen_by_adapter(prompts: Any, sources: Any) -> Any:
+        seen["adapter"].extend(s[0] for s in sources or [])
+        return encode(prompts, sources)
+
+    def seen_by_reward(prompts: Any, images: Any, sources: Any, keys: Any) -> Any:
+        seen["reward"].extend(s[0] for s in sources or [])
+        return submit(prompts, images, sources, keys)
+
+    trainer.adapter.encode = seen_by_adapter  # type: ignore[method-assign]
+    trainer.reward.submit = seen_by_reward  # type: ignore[method-assign]
+    try:
+        assert trainer.run() == 0
+    finally:
+        trainer.reward.close()
+    res = config.generator.resolution
+    expected = np.asarray(square(Image.open(tmp_path / "wide.png").convert("RGB"), res))
+    assert len(seen["adapter"]) == len(seen["reward"]) == 2
+    for image in seen["adapter"] + seen["reward"]:
+        assert image.size == (res, res) and np.array_equal(np.asarray(image), expected)
+    wide = Image.open(tmp_path / "wide.png").convert("RGB")
+    stretched = np.asarray(wide.resize((res, res), Image.Resampling.LANCZOS))
+    assert not np.array_equal(expected, stretched)

@@ -38,8 +38,20 @@ class Row:
     prompt: str
     sources: tuple[Callable[[], Image.Image], ...] = ()
 
-    def images(self) -> list[Image.Image]:
-        return [load() for load in self.sources]
+    def images(self, size: int | None = None) -> list[Image.Image]:
+        """The source images; with ``size``, each center-cropped to a square and resized to size² (what the reference
+        trainers' ``PromptImageDataset`` hands to both the generator and the reward)."""
+        images = [load() for load in self.sources]
+        return images if size is None else [square(image, size) for image in images]
+
+
+def square(image: Image.Image, size: int) -> Image.Image:
+    """The largest centered square of ``image``, resized to size × size with Lanczos."""
+    from PIL import Image as PILImage
+
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side)).resize((size, size), PILImage.Resampling.LANCZOS)
 
 
 RELEASED = "TIGER-Lab/RationalRewards_DiffusionNFT_TrainData"

@@ -148,7 +148,7 @@ class Trainer:
         for start in range(0, len(local), batch):
             part = local[start: start + batch]
             rows = [self.rows[s.key] for s in part]
-            sources = [r.images() for r in rows] if self.kind == "edit" else None
+            sources = [r.images(self.config.generator.resolution) for r in rows] if self.kind == "edit" else None
             with torch.no_grad():
                 cond = self.adapter.encode([r.prompt for r in rows], sources)
                 rollout = self.algorithm.rollout(self.adapter, cond, [s.seed for s in part])
@@ -399,7 +399,7 @@ def evaluate_images(adapter: Adapter, rows: Sequence[Row], config: RLConfig, kin
     import torch
 
     images: list[Any] = []
-    sources = [r.images() for r in rows] if kind == "edit" else None
+    sources = [r.images(config.generator.resolution) for r in rows] if kind == "edit" else None
     batch = config.sampling.batch_size
     with weights or contextlib.nullcontext(), torch.no_grad():
         for start in range(0, len(rows), batch):

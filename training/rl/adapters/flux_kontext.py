@@ -2,8 +2,8 @@
 
 As Flux T2I (flux.py), plus the source image: VAE-encoded once per sample, packed, and appended to the image tokens
 of every denoiser call with position ids whose first axis is 1 (the pipeline's layout); the prediction for the
-source tokens is dropped. The source is resized to the training resolution (square), so a batch stacks; the
-released trainer likewise resizes to one 512² area.
+source tokens is dropped. The trainer hands the source center-cropped to a square at the training resolution
+(data.square, as the released trainer's PromptImageDataset), so a batch stacks.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ As Qwen-Image (qwen_image.py), plus the source image (the first of a sample's so
 it: the Qwen2.5-VL text encoder sees it with the instruction (Edit: resized to about 1024² pixels; 2509: to about
 384², "Picture 1:" template), and its VAE latents (normalised and packed like the target's) are appended to the
 image tokens of every denoiser call, with their own ``img_shapes`` entry; the prediction for the source tokens is
-dropped. The VAE sees the source resized to the training resolution (square), so a batch stacks and the source
-costs as many tokens as the target, as in flux_kontext.py (the pipelines resize it to about 1024² at inference).
+dropped. The VAE sees the source center-cropped to a square at the training resolution (the trainer's
+data.square), so a batch stacks and the source costs as many tokens as the target, as in flux_kontext.py (the
+pipelines resize it to about 1024² at inference).
 The instruction's embedding holds the VL image tokens (about 1400 for Edit's 1024² view, 200 for 2509's), hence the
 larger ``max_sequence_length`` defaults; a longer one is refused rather than cut.
 """
