@@ -182,3 +182,29 @@ def learnt_and_control(config_for: Callable[[str], Any]) -> tuple[float, float, 
         finally:
             trainer.reward.close()
     return results["learnt"][0], results["learnt"][1], results["control"][1]
+
+
+def loss_with(algorithm: Any, adapter: Any, rollout: Any, advantages: Any, step: int, unit: int,
+              prepared: Any) -> tuple[Any, dict[str, float], list[Any]]:
+    """One loss and its backward from fresh gradients: (per-sample losses, statistics, the trained gradients)."""
+    for _, param in adapter.trainable():
+        param.grad = None
+    per, stats = algorithm.loss(adapter, rollout, advantages, step=step, unit=unit, prepared=prepared)
+    per.sum().backward()
+    return per.detach(), stats, [p.grad.clone() for _, p in adapter.trainable() if p.grad is not None]
+
+
+def assert_prepared_is_inline(algorithm: Any, adapter: Any, rollout: Any, advantages: Any, step: int,
+                              unit: int) -> dict[str, Any]:
+    """The loss from ``prepare``'s result equals the loss computing it itself, bit for bit: losses, statistics,
+    gradients; ``prepare`` keeps no graph. Returns what it prepared."""
+    import torch
+
+    inline = loss_with(algorithm, adapter, rollout, advantages, step, unit, None)
+    prepared = algorithm.prepare(adapter, rollout, step, unit)
+    assert not any(t.requires_grad for t in prepared.values())
+    ahead = loss_with(algorithm, adapter, rollout, advantages, step, unit, prepared)
+    assert torch.equal(inline[0], ahead[0]) and inline[1] == ahead[1] and inline[1]["kl"] > 0
+    assert len(inline[2]) == len(ahead[2]) > 0
+    assert all(torch.equal(a, b) for a, b in zip(inline[2], ahead[2], strict=True))
+    return dict(prepared)

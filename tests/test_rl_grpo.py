@@ -25,6 +25,7 @@ from rrbench_train.rl.grpo import (
 )
 from rrbench_train.rl.nft import group_advantages
 from tests.rl_common import (
+    assert_prepared_is_inline,
     learnt_and_control,
     one_thread,
     register_rewards,
@@ -250,22 +251,8 @@ def test_the_prepared_reference_gives_the_same_loss_and_gradients(tiny_flux: Pat
     adapter, grpo = build(tiny_flux, tmp_path, "lora.init_scale=0.1", "grpo.kl=0.04", "grpo.cfg=2.5")
     with torch.no_grad():
         rollout = grpo.rollout(adapter, adapter.encode(PROMPTS, None), [21, 22, 23, 24])
-    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
-
-    def run(prepared: Any) -> tuple[torch.Tensor, dict[str, float], list[torch.Tensor]]:
-        for _, p in adapter.trainable():
-            p.grad = None
-        per, stats = grpo.loss(adapter, rollout, advantages, step=3, unit=1, prepared=prepared)
-        per.sum().backward()
-        return per.detach(), stats, [p.grad.clone() for _, p in adapter.trainable() if p.grad is not None]
-
-    inline = run(None)
-    prepared = grpo.prepare(adapter, rollout, step=3, unit=1)
-    assert set(prepared) == {"v_ref"} and not prepared["v_ref"].requires_grad
-    ahead = run(prepared)
-    assert torch.equal(inline[0], ahead[0]) and inline[1] == ahead[1] and inline[1]["kl"] > 0
-    assert len(inline[2]) == len(ahead[2]) > 0 and all(torch.equal(a, b) for a, b in zip(*[inline[2], ahead[2]],
-                                                                                       strict=True))
+    prepared = assert_prepared_is_inline(grpo, adapter, rollout, torch.tensor([1.0, -1.0, 0.5, -0.5]), 3, 1)
+    assert set(prepared) == {"v_ref"}
     _, without_kl = build(tiny_flux, tmp_path / "nokl", "grpo.kl=0")
     assert without_kl.prepare(adapter, rollout, 3, 1) == {}
 

@@ -30,6 +30,7 @@ from rrbench_train.rl.nft import (
     soft_update,
 )
 from tests.rl_common import (
+    assert_prepared_is_inline,
     generate,
     learnt_and_control,
     one_thread,
@@ -198,23 +199,8 @@ def test_the_prepared_passes_give_the_same_loss_and_gradients(tiny_flux: Path, t
     adapter = build_adapter(config, torch.device("cpu"))
     nft = NFT(config)
     rollout = nft.rollout(adapter, adapter.encode(["a cat", "a dog", "a red cube"], None), [4, 5, 6])
-    advantages = torch.tensor([1.2, float("nan"), -0.7])
-
-    def run(prepared: Any) -> tuple[torch.Tensor, dict[str, float], list[torch.Tensor]]:
-        for _, p in adapter.trainable():
-            p.grad = None
-        per, stats = nft.loss(adapter, rollout, advantages, step=2, unit=0, prepared=prepared)
-        per.sum().backward()
-        return per.detach(), stats, [p.grad.clone() for _, p in adapter.trainable() if p.grad is not None]
-
-    inline = run(None)
-    prepared = nft.prepare(adapter, rollout, step=2, unit=0)
+    prepared = assert_prepared_is_inline(nft, adapter, rollout, torch.tensor([1.2, float("nan"), -0.7]), 2, 0)
     assert set(prepared) == {"x_t", "sigma", "v_old", "v_ref"}
-    assert not any(t.requires_grad for t in prepared.values())
-    ahead = run(prepared)
-    assert torch.equal(inline[0], ahead[0]) and inline[1] == ahead[1] and inline[1]["kl"] > 0
-    assert len(inline[2]) == len(ahead[2]) > 0 and all(torch.equal(a, b) for a, b in zip(*[inline[2], ahead[2]],
-                                                                                       strict=True))
     assert "v_ref" not in NFT(run_config(tiny_flux, tmp_path / "nokl", "nft.kl=0")).prepare(adapter, rollout, 2, 0)
 
 
