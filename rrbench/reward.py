@@ -30,7 +30,11 @@ class RewardFunction:
         self.model: RewardModel = built
         self.generation = generation
         self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self.model.astart(generation))
+        try:
+            self._loop.run_until_complete(self.model.astart(generation))
+        except BaseException:  # a server that is not there: what the start opened (an HTTP session) closes now
+            self.close()
+            raise
 
     def __call__(self, prompts: Sequence[str], images: Sequence[Any],
                  sources: Sequence[Sequence[Any]] | None = None) -> list[float | None]:

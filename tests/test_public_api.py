@@ -69,3 +69,22 @@ def test_reward_function_scores_images_as_the_model_does() -> None:
 def test_a_model_that_cannot_score_single_images_is_no_reward() -> None:
     with pytest.raises(rrbench.UserError, match="cannot score single images"):
         rrbench.RewardFunction("always-first")
+
+
+def test_a_reward_whose_server_is_not_there_is_one_error_and_leaves_nothing_open() -> None:
+    """The critic's reachability check fails in RewardFunction's start: the HTTP session the start opened is closed
+    (else aiohttp prints "Unclosed client session" at exit, under the one line the user should see)."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = ("import gc, rrbench\n"
+            "try:\n"
+            f"    rrbench.RewardFunction('rationalrewards-8b', base_urls=['http://127.0.0.1:{port}/v1'])\n"
+            "except rrbench.UserError as exc:\n"
+            "    print(exc)\n"
+            "gc.collect()\n")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and f"cannot reach http://127.0.0.1:{port}/v1" in done.stdout, done
+    assert "Unclosed" not in done.stderr and "ResourceWarning" not in done.stderr, done.stderr

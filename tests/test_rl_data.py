@@ -122,6 +122,10 @@ def test_the_config_names_exactly_one_source_of_rows(tmp_path: Path, tiny_flux: 
     config = tiny_config(tiny_flux, tmp_path, data={"released": str(tmp_path), "file": "x.jsonl"})
     with pytest.raises(UserError, match=r"exactly one of data.task .* got file, released"):
         load_config(write_config(tmp_path / "config.yaml", config))
+    for split in ("../x", "t2i/train", ""):
+        config = tiny_config(tiny_flux, tmp_path, data={"released": str(tmp_path), "split": split})
+        with pytest.raises(UserError, match=r"data\.split must be a split name"):
+            load_config(write_config(tmp_path / "config.yaml", config))
 
 
 def hub_cache(cache: Path, root: Path) -> None:

@@ -210,3 +210,20 @@ def test_a_critic_that_never_comes_back_stops_the_run_with_its_checkpoint(
     assert "the reward failed for" in err[0] and "http" in err[0] and "step-000000" in err[0], err
     assert (tmp_path / "run" / "checkpoints" / "step-000000" / "state.pt").exists()
     assert not (tmp_path / "run" / "monitor.jsonl").exists() or steps_of(tmp_path / "run") == []
+
+
+def test_a_bad_generator_behind_a_live_critic_is_one_line_and_leaves_nothing_open(tiny_flux: Path,
+                                                                                   tmp_path: Path) -> None:
+    """The critic is reached (its client session opens) before the generator fails to load: the command still ends
+    with exactly one line and exit 2, the session closed (no "Unclosed client session" under it)."""
+    import subprocess
+    import sys
+
+    from tests.rl_common import plugin_env
+
+    with ScriptedJudge(PixelCritic()) as server:
+        config = critic_config(tiny_flux, tmp_path, server.url, **{"generator.path": str(tmp_path / "no-such-pipe")})
+        done = subprocess.run([sys.executable, "-W", "default", "-m", "rrbench_train.cli", "rl", "--config",
+                               str(config)], capture_output=True, text=True, env=plugin_env(), timeout=300)
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and "no-such-pipe" in lines[0], done.stderr

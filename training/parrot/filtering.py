@@ -117,9 +117,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                       "judge_max_tokens": args.judge_max_tokens}, judge)
     status = "failed"
     try:
-        if judge is not None and todo:
-            await judge.astart(str(answered[0]["generation"]))
         try:
+            if judge is not None and todo:  # a start that fails (no server) still closes what it opened
+                await judge.astart(str(answered[0]["generation"]))
             await judge_items(todo, chosen, context, args.concurrency, stage, anchor)
         finally:
             if judge is not None and todo:

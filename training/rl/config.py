@@ -8,6 +8,7 @@ the old policy, rewarded, and trained on with one optimizer step, as the paper's
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -240,5 +241,7 @@ def check(config: RLConfig) -> None:
     if len(named) != 1:
         raise UserError("config data: name exactly one of data.task (an rrbench generation task), data.file (a JSONL "
                         f"prompt file) or data.released (the released RL prompt set); got {', '.join(named) or 'none'}")
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", config.data.split):
+        raise UserError(f"config data.split must be a split name such as train or test, got {config.data.split!r}")
     if config.generator.resolution % 16:
         raise UserError(f"config generator.resolution must be a multiple of 16, got {config.generator.resolution}")

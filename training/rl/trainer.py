@@ -70,6 +70,17 @@ class Trainer:
         self.rows = {r.key: r for r in [*self.train_rows, *self.heldout_rows]}
         self.sampler = GroupSampler([r.key for r in self.train_rows], config.seed)
         self.reward = reward if reward is not None else make_reward(config, self.kind)
+        try:
+            self._build(config)
+        except BaseException:
+            if reward is None:  # ours: its HTTP sessions and threads end with the failed start
+                self.reward.close()
+            raise
+
+    def _build(self, config: RLConfig) -> None:
+        """The generator, the algorithm, the optimizer, a checkpoint's state and the monitor."""
+        import torch
+
         self.adapter: Adapter = build_adapter(config, self.accelerator.device)
         self.algorithm: Algorithm = build_algorithm(config)
         self.params = dict(self.adapter.trainable())
