@@ -335,6 +335,42 @@ def test_sigkill_and_resume_continue_the_same_trajectory(uninterrupted: Path, ti
         assert torch.allclose(lora_tensors(final)[key], value, atol=1e-6), key
 
 
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_checkpoints_the_step_and_resume_continues(uninterrupted: Path, tiny_flux: Path,
+                                                                     tmp_path: Path, signum: str) -> None:
+    """No periodic checkpoint (save_every 1000): the signal, sent as soon as step 1 is logged, stops the run after
+    the step under way with a checkpoint of it, exit 130 and one line; the same command then ends the trajectory as
+    a run never interrupted."""
+    import signal
+    import time
+
+    from rrbench_train.rl.trainer import train
+
+    config = run_config(tiny_flux, tmp_path, *RUN, "train.save_every=1000")
+    env = {**plugin_env(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "rrbench_train.cli", "rl", "--config", str(tmp_path / "config.yaml"),
+                             *RUN, "train.save_every=1000"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    monitor = Path(config.output_dir) / "monitor.jsonl"
+    deadline = time.monotonic() + 120
+    while (not monitor.exists() or '"kind": "step"' not in monitor.read_text()) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(getattr(signal, signum))
+    _, err = proc.communicate(timeout=120)
+    stopped = steps_of(Path(config.output_dir))[-1]["step"]
+    lines = [x for x in err.splitlines() if x.strip() and "stopping after this step" not in x]
+    assert proc.returncode == 130 and stopped < 3, (proc.returncode, stopped, err)
+    assert len(lines) == 1 and f"stopped on a signal after step {stopped}" in lines[0], err
+    checkpoints = sorted(p.name for p in (Path(config.output_dir) / "checkpoints").iterdir())
+    assert checkpoints == [f"step-{stopped:06d}"]
+    assert train(config) == 0  # the same command again
+    resumed, straight = steps_of(Path(config.output_dir)), steps_of(uninterrupted)
+    assert [x["step"] for x in resumed] == [1, 2, 3]
+    for a, b in zip(resumed, straight, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
+
+
 def test_the_checkpoint_loads_into_rrbench_generate(uninterrupted: Path, tiny_flux: Path, tmp_path: Path) -> None:
     lora = uninterrupted / "checkpoints" / "step-000003" / "lora"
     flags = ("-Gsteps=4", "-Gmax_sequence_length=8")

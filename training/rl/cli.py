@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from rrbench_train.rl.trainer import STOPPED, TrainingStopped, train
+    from rrbench_train.rl.trainer import INTERRUPTED, STOPPED, Interrupted, TrainingStopped, train
 
     config = load_config(args.config, args.overrides)
     try:
@@ -30,3 +30,6 @@ def main(args: argparse.Namespace) -> int:
     except TrainingStopped as exc:
         print(f"rrbench-train: stopped: {exc}", file=sys.stderr)
         return STOPPED
+    except Interrupted as exc:
+        print(f"rrbench-train: {exc}", file=sys.stderr)
+        return INTERRUPTED

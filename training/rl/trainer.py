@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,10 +40,39 @@ if TYPE_CHECKING:
     from rrbench_train.rl.reward import Reward, RewardResult
 
 STOPPED = 3  # exit status of a run stopped by a fault (after its checkpoint)
+INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM at a step boundary (after its checkpoint), as a shell reports SIGINT
 
 
 class TrainingStopped(UserError):
     """A fault stopped the run after its checkpoint was written (one line for the user)."""
+
+
+class Interrupted(UserError):
+    """Ctrl-C or SIGTERM stopped the run at a step boundary, after its checkpoint was written."""
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """An event set by the first SIGINT or SIGTERM (the loop stops after the step under way); a second signal
+    raises KeyboardInterrupt at once. Outside the main thread (no handlers can be set there) the event stays unset."""
+    asked = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield asked
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+        print(f"rrbench-train: {signal.Signals(signum).name}: stopping after this step with a checkpoint (again to "
+              "stop at once)", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield asked
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -97,16 +129,24 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self, max_steps: int | None = None) -> int:
-        """Train until ``train.epochs`` (or ``max_steps`` more steps); 0, or raises TrainingStopped."""
+        """Train until ``train.epochs`` (or ``max_steps`` more steps); 0, or raises TrainingStopped. A first Ctrl-C
+        or SIGTERM (a cluster's preemption) finishes the step under way, checkpoints it and raises Interrupted; a
+        second one interrupts at once (the last checkpoint stays)."""
         end = self.config.train.epochs if max_steps is None else min(self.config.train.epochs, self.step + max_steps)
-        while self.step < end:
-            stats = self.epoch()
-            self.step += 1
-            if self.config.train.eval_every and self.step % self.config.train.eval_every == 0:
-                stats.update(self.heldout())
-            self.monitor.log_step(self.step, stats)
-            if self.step % self.config.train.save_every == 0 or self.step == end:
-                self.save()
+        with stop_signals() as asked:
+            while self.step < end:
+                stats = self.epoch()
+                self.step += 1
+                if self.config.train.eval_every and self.step % self.config.train.eval_every == 0:
+                    stats.update(self.heldout())
+                self.monitor.log_step(self.step, stats)
+                stop = self.reduce_sum(1.0 if asked.is_set() else 0.0) > 0  # every process stops at the same step
+                if self.step % self.config.train.save_every == 0 or self.step == end or stop:
+                    self.save()
+                if stop and self.step < end:
+                    raise Interrupted(f"stopped on a signal after step {self.step}, checkpoint "
+                                      f"{checkpoint.checkpoint_dir(self.out, self.step)}; run the same command to "
+                                      "resume")
         if self.step >= self.config.train.epochs:
             self.monitor.finish()
         return 0
