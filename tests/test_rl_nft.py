@@ -349,7 +349,7 @@ def test_ctrl_c_or_sigterm_checkpoints_the_step_and_resume_continues(uninterrupt
     config = run_config(tiny_flux, tmp_path, *RUN, "train.save_every=1000")
     env = {**plugin_env(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
     proc = subprocess.Popen([sys.executable, "-m", "rrbench_train.cli", "rl", "--config", str(tmp_path / "config.yaml"),
-                             *RUN, "train.save_every=1000"], env=env, stdout=subprocess.DEVNULL,
+                             "--quiet", *RUN, "train.save_every=1000"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     monitor = Path(config.output_dir) / "monitor.jsonl"
     deadline = time.monotonic() + 120
@@ -395,7 +395,7 @@ def test_nan_losses_are_skipped_counted_and_stop_the_run(tiny_flux: Path, tmp_pa
 
     monkeypatch.setattr(NFT, "loss", poisoned)
     run_config(tiny_flux, tmp_path, **{"train.max_nan_steps": 2, "train.epochs": 5})
-    code = cli.main(["rl", "--config", str(tmp_path / "config.yaml")])
+    code = cli.main(["rl", "--config", str(tmp_path / "config.yaml"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3 and len(err) == 1 and "not finite in 2 optimizer steps in a row" in err[0], err
     out = tmp_path / "run"
@@ -411,7 +411,7 @@ def test_a_reward_that_is_down_stops_the_run_cleanly(tiny_flux: Path, tmp_path: 
     from rrbench_train import cli
 
     run_config(tiny_flux, tmp_path, **{"reward.model_args": {"fail": True}, "reward.retries": 0})
-    code = cli.main(["rl", "--config", str(tmp_path / "config.yaml")])
+    code = cli.main(["rl", "--config", str(tmp_path / "config.yaml"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3 and len(err) == 1 and "the reward failed for 100%" in err[0] and "timeout" in err[0], err
     out = tmp_path / "run"
@@ -544,3 +544,18 @@ def test_nft_raises_heldout_reward_beyond_a_shuffled_control(tiny_flux: Path, tm
     assert learnt - control > 0.03, (start, learnt, control)
     assert learnt - start > 0.03, (start, learnt, control)
     assert abs(control - start) < 0.02, (start, learnt, control)
+
+
+def test_the_command_shows_a_line_per_step_and_where_the_result_is(tiny_flux: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from rrbench_train import cli
+
+    run_config(tiny_flux, tmp_path)
+    assert cli.main(["rl", "--config", str(tmp_path / "config.yaml")]) == 0
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith(("step ", "done:"))]
+    assert [x.split(" · ")[0] for x in err[:2]] == ["step 1/2", "step 2/2"] and "reward 0." in err[0]
+    lora = tmp_path / "run" / "checkpoints" / "step-000002" / "lora"
+    assert err[2] == (f"done: 2 steps; the LoRA for `rrbench generate -G lora=...`: {lora}; summary: "
+                      f"{tmp_path / 'run' / 'summary.html'}") and lora.is_dir()
+    assert cli.main(["rl", "--config", str(tmp_path / "config.yaml"), "--quiet", "train.epochs=3"]) == 0
+    assert not [x for x in capsys.readouterr().err.splitlines() if x.startswith(("step ", "done:"))]

@@ -323,3 +323,16 @@ def test_held_out_images_are_judged_by_the_second_judge(tmp_path: Path) -> None:
     monitor.finish()
     assert out["heldout/judge_mean"] == pytest.approx(0.3) and out["heldout/train_mean"] == 0.8
     assert "heldout/hacking" in out and not out["heldout/hacking"]
+
+
+def test_the_progress_line_says_what_a_step_did_and_what_is_left() -> None:
+    from rrbench_train.rl.monitor import progress_line
+
+    line = progress_line(7, 100, {"reward/mean": 0.61234, "reward/std": 0.1, "reward/failed": 3.0, "reward/n": 64.0,
+                                  "loss_total": 0.01234, "kl": 1.5e-4, "heldout/judge_mean": 0.55,
+                                  "heldout/hacking": 1.0}, 12.0)
+    assert line.startswith("step 7/100 · reward 0.6123 ± 0.1000 · failed 3/64 · loss 0.0123 · kl 0.00015")
+    assert "held-out judge 0.5500" in line and "REWARD HACKING?" in line
+    assert line.endswith("12.0 s/step, 0:18:36 left")  # 93 steps × 12 s
+    quiet = progress_line(1, 2, {"loss_total": float("nan"), "nan_skipped": 1.0}, None)
+    assert quiet == "step 1/2 · non-finite loss: step skipped"

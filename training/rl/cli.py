@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "qwen-image-edit-2509-paper, flux-dev-t2i, qwen-image-t2i)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many more optimizer steps "
                         "(a checkpoint is written at the stop)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line per step (monitor.jsonl has them all)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-4 "
                         "generator.path=/models/flux-dev (values read as YAML)")
 
@@ -26,7 +27,7 @@ def main(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     try:
-        return train(config, max_steps=args.max_steps)
+        return train(config, max_steps=args.max_steps, progress=not args.quiet)
     except TrainingStopped as exc:
         print(f"rrbench-train: stopped: {exc}", file=sys.stderr)
         return STOPPED

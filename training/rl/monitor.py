@@ -239,6 +239,31 @@ class Monitor:
         return write_summary(self.out_dir, plots=self.config.plots, config=self.config)
 
 
+def progress_line(step: int, end: int, stats: Mapping[str, float], step_s: float | None) -> str:
+    """The console's line for one optimizer step: reward, failures, loss, KL, pace and what is left; the held-out
+    figures and a hacking warning when this step evaluated them."""
+    parts = [f"step {step}/{end}"]
+    if "reward/mean" in stats:
+        parts.append(f"reward {stats['reward/mean']:.4f} ± {stats.get('reward/std', 0.0):.4f}")
+    if stats.get("reward/failed"):
+        parts.append(f"failed {stats['reward/failed']:.0f}/{stats.get('reward/n', 0):.0f}")
+    for key, name in (("loss_total", "loss"), ("kl", "kl")):
+        if key in stats and math.isfinite(stats[key]):
+            parts.append(f"{name} {stats[key]:.3g}")
+    if stats.get("nan_skipped"):
+        parts.append("non-finite loss: step skipped")
+    if "heldout/judge_mean" in stats:
+        parts.append(f"held-out judge {stats['heldout/judge_mean']:.4f}")
+    elif "heldout/mean" in stats:
+        parts.append(f"held-out {stats['heldout/mean']:.4f}")
+    if stats.get("heldout/hacking"):
+        parts.append("REWARD HACKING? train reward up, held-out judge down (see summary.html)")
+    if step_s is not None:
+        left = max(end - step, 0) * step_s
+        parts.append(f"{step_s:.1f} s/step, {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d} left")
+    return " · ".join(parts)
+
+
 def _numbers(stats: Mapping[str, Any]) -> dict[str, float | str]:
     out: dict[str, float | str] = {}
     for key, value in stats.items():

@@ -91,6 +91,7 @@ class Trainer:
         from accelerate import Accelerator
 
         self.config = config
+        self.show_progress = True
         self.kind = check_generator(config.generator.name)
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
@@ -133,13 +134,17 @@ class Trainer:
         or SIGTERM (a cluster's preemption) finishes the step under way, checkpoints it and raises Interrupted; a
         second one interrupts at once (the last checkpoint stays)."""
         end = self.config.train.epochs if max_steps is None else min(self.config.train.epochs, self.step + max_steps)
+        paces: list[float] = []
         with stop_signals() as asked:
             while self.step < end:
+                started = time.monotonic()
                 stats = self.epoch()
                 self.step += 1
                 if self.config.train.eval_every and self.step % self.config.train.eval_every == 0:
                     stats.update(self.heldout())
                 self.monitor.log_step(self.step, stats)
+                paces.append(time.monotonic() - started)
+                self.progress(stats, end, paces)
                 stop = self.reduce_sum(1.0 if asked.is_set() else 0.0) > 0  # every process stops at the same step
                 if self.step % self.config.train.save_every == 0 or self.step == end or stop:
                     self.save()
@@ -148,8 +153,22 @@ class Trainer:
                                       f"{checkpoint.checkpoint_dir(self.out, self.step)}; run the same command to "
                                       "resume")
         if self.step >= self.config.train.epochs:
-            self.monitor.finish()
+            summary = self.monitor.finish()
+            if self.show_progress and summary is not None:
+                lora = checkpoint.checkpoint_dir(self.out, self.step) / checkpoint.LORA
+                print(f"done: {self.step} steps; the LoRA for `rrbench generate -G lora=...`: {lora}; summary: "
+                      f"{summary}", file=sys.stderr, flush=True)
         return 0
+
+    def progress(self, stats: dict[str, float], end: int, paces: list[float]) -> None:
+        """One console line per step (main process; ``progress = False`` silences it); the pace is the median of
+        the recent steps, the first left out once there are others (it loads and compiles)."""
+        if not self.show_progress or not self.accelerator.is_main_process:
+            return
+        from rrbench_train.rl.monitor import progress_line
+
+        recent = paces[1:][-10:] or paces
+        print(progress_line(self.step, end, stats, sorted(recent)[len(recent) // 2]), file=sys.stderr, flush=True)
 
     def epoch(self) -> dict[str, float]:
         import torch
@@ -461,8 +480,9 @@ def evaluate_images(adapter: Adapter, rows: Sequence[Row], config: RLConfig, kin
     return images, sources
 
 
-def train(config: RLConfig, max_steps: int | None = None, reward: Reward | None = None) -> int:
+def train(config: RLConfig, max_steps: int | None = None, reward: Reward | None = None, progress: bool = True) -> int:
     trainer = Trainer(config, reward)
+    trainer.show_progress = progress
     try:
         return trainer.run(max_steps)
     finally:
