@@ -559,3 +559,33 @@ def test_the_command_shows_a_line_per_step_and_where_the_result_is(tiny_flux: Pa
                       f"{tmp_path / 'run' / 'summary.html'}") and lora.is_dir()
     assert cli.main(["rl", "--config", str(tmp_path / "config.yaml"), "--quiet", "train.epochs=3"]) == 0
     assert not [x for x in capsys.readouterr().err.splitlines() if x.startswith(("step ", "done:"))]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other-rank", "other-algorithm"])
+def test_a_checkpoint_that_cannot_be_resumed_is_one_line(uninterrupted: Path, tiny_flux: Path, tmp_path: Path,
+                                                         damage: str) -> None:
+    """A damaged state file, or a config whose LoRA or algorithm differs from the checkpoint's: one line naming the
+    checkpoint and the fix, never a traceback from torch.load or a tensor copy."""
+    import shutil
+
+    from rrbench_train.rl.trainer import train
+
+    shutil.copytree(uninterrupted, tmp_path / "run")
+    state = tmp_path / "run" / "checkpoints" / "step-000003" / "state.pt"
+    overrides = [*RUN, "train.epochs=4"]
+    if damage == "garbage":
+        state.write_text("garbage\n")
+    elif damage == "truncated":
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    else:
+        overrides.append("lora.rank=8" if damage == "other-rank" else "algorithm=grpo")
+    with pytest.raises(UserError) as caught:
+        train(run_config(tiny_flux, tmp_path, *overrides))
+    text = str(caught.value)
+    assert "\n" not in text
+    if damage in ("garbage", "truncated"):
+        assert f"checkpoint {state.parent} cannot be read" in text and "remove that folder" in text
+    else:
+        wanted = "lora.rank 4 (checkpoint) vs 8 (config)" if damage == "other-rank" else \
+            "algorithm 'nft' (checkpoint) vs 'grpo' (config)"
+        assert f"{tmp_path / 'run'} holds a run with other settings: {wanted}" in text

@@ -87,11 +87,35 @@ def save(out: Path, step: int, state: dict[str, Any], lora: tuple[Any, Any, dict
 def load(folder: Path) -> dict[str, Any]:
     import torch
 
-    try:
+    try:  # a truncated or foreign file fails in many ways (pickle, zip, torch): each is the same fix
         state: dict[str, Any] = torch.load(folder / STATE, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise UserError(f"checkpoint {folder} cannot be read ({exc}); remove it to resume from the one "
-                        "before") from None
-    random.setstate(state["rng"]["python"])
-    torch.set_rng_state(state["rng"]["torch"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"])
+    except Exception as exc:
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        raise UserError(f"checkpoint {folder} cannot be read ({why}); remove that folder to resume from the one "
+                        "before it, or choose a new output_dir") from None
     return state
+
+
+# What a checkpoint's tensors and optimizer state are shaped by: a config that differs here cannot resume it.
+STRUCTURAL = (("algorithm",), ("generator", "name"), ("generator", "resolution"), ("lora", "rank"), ("lora", "alpha"),
+              ("lora", "targets"))
+
+
+def check_compatible(folder: Path, saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    """One UserError line naming every structural setting where the config differs from the checkpoint's."""
+    if not saved:
+        return
+
+    def at(config: dict[str, Any], path: tuple[str, ...]) -> Any:
+        for key in path:
+            config = config.get(key) if isinstance(config, dict) else None  # type: ignore[assignment]
+        return config
+
+    changed = [f"{'.'.join(p)} {at(saved, p)!r} (checkpoint) vs {at(now, p)!r} (config)" for p in STRUCTURAL
+               if at(saved, p) != at(now, p)]
+    if changed:
+        raise UserError(f"{folder.parent.parent} holds a run with other settings: {'; '.join(changed)}; resume it with "
+                        "the checkpoint's settings, or choose a new output_dir")

@@ -384,6 +384,7 @@ class Trainer:
         if folder is None:
             return
         state = checkpoint.load(folder)
+        checkpoint.check_compatible(folder, state.get("config"), self.config.to_dict())
         named = dict(self.adapter.transformer.named_parameters())
         with torch.no_grad():
             for n, t in [*state["trained"].items(), *state["old"].items()]:
