@@ -429,6 +429,27 @@ def test_an_unknown_generator_is_one_line(tmp_path: Path, capsys: pytest.Capture
     assert "flux-dev" in err[0] and "qwen-image-edit-2509" in err[0]  # it names what is supported
 
 
+def test_an_output_dir_that_cannot_be_written_is_one_line_before_loading(tiny_flux: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from rrbench_train import cli
+
+    (tmp_path / "a-file").write_text("not a folder")
+    config = tiny_config(tiny_flux, tmp_path, output_dir=str(tmp_path / "a-file" / "run"))
+    assert cli.main(["rl", "--config", str(write_config(tmp_path / "config.yaml", config))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"output_dir {tmp_path / 'a-file' / 'run'}: cannot write there" in err[0], err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x"])
+def test_max_steps_must_be_a_positive_count(tiny_flux: Path, tmp_path: Path, value: str) -> None:
+    from rrbench_train import cli
+
+    config = write_config(tmp_path / "config.yaml", tiny_config(tiny_flux, tmp_path))
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["rl", "--config", str(config), "--max-steps", value])
+    assert caught.value.code == 2 and not (tmp_path / "run").exists()
+
+
 def test_two_processes_match_one_with_the_same_global_batch(uninterrupted: Path, tiny_flux: Path,
                                                             tmp_path: Path) -> None:
     """``accelerate launch`` with 2 CPU processes (gloo DDP): each samples half of every group batch, rewards and

@@ -15,11 +15,21 @@ from rrbench_train.rl.config import load_config
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="a YAML config, or a preset name (kontext-paper, "
                         "qwen-image-edit-2509-paper, flux-dev-t2i, qwen-image-t2i)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many more optimizer steps "
+    parser.add_argument("--max-steps", type=_positive, default=None, help="stop after this many more optimizer steps "
                         "(a checkpoint is written at the stop)")
     parser.add_argument("--quiet", action="store_true", help="no progress line per step (monitor.jsonl has them all)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-4 "
                         "generator.path=/models/flux-dev (values read as YAML)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps, at least 1; got {text!r}")
+    return value
 
 
 def main(args: argparse.Namespace) -> int:

@@ -99,6 +99,13 @@ class Trainer:
             raise UserError(f"the global batch ({config.global_batch} = group_size × groups_per_epoch) must divide "
                             f"evenly over {self.world} processes")
         self.out = Path(config.output_dir)
+        try:  # before any weight is loaded: a folder that cannot be written would lose the first checkpoint
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / f".write-check-{self.rank}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"config output_dir {self.out}: cannot write there ({exc.strerror or exc})") from None
         self.train_rows, self.heldout_rows = load_rows(config.data, config.seed, self.kind)
         self.rows = {r.key: r for r in [*self.train_rows, *self.heldout_rows]}
         self.sampler = GroupSampler([r.key for r in self.train_rows], config.seed)
