@@ -610,3 +610,26 @@ def test_a_checkpoint_that_cannot_be_resumed_is_one_line(uninterrupted: Path, ti
         wanted = "lora.rank 4 (checkpoint) vs 8 (config)" if damage == "other-rank" else \
             "algorithm 'nft' (checkpoint) vs 'grpo' (config)"
         assert f"{tmp_path / 'run'} holds a run with other settings: {wanted}" in text
+
+
+def test_tensorboard_receives_the_monitor_s_figures(tiny_flux: Path, tmp_path: Path) -> None:
+    """monitor.trackers=[tensorboard] (accelerate's tracker): the event files hold, per step, the same reward and
+    loss as monitor.jsonl."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rrbench_train.rl.trainer import train
+
+    config = run_config(tiny_flux, tmp_path, "monitor.trackers=[tensorboard]", "monitor.project=tiny-rl")
+    assert train(config, progress=False) == 0
+    events = sorted({p.parent for p in (tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*")})
+    assert events, list((tmp_path / "run").rglob("*"))
+    logged = {}
+    for folder in events:
+        accumulator = EventAccumulator(str(folder))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            logged.setdefault(tag, {}).update({e.step: e.value for e in accumulator.Scalars(tag)})
+    steps = steps_of(tmp_path / "run")
+    assert [x["step"] for x in steps] == [1, 2]
+    for key in ("reward/mean", "loss_total"):
+        assert logged[key] == {x["step"]: pytest.approx(x[key], rel=1e-6) for x in steps}, key
