@@ -8,6 +8,7 @@ The public API, for plug-ins and for ``training/`` (which import only this modul
     from rrbench import Generator, ImageRequest, Generated, image_seed         # generating
     from rrbench import RewardFunction                                         # any reward model as a reward
     from rrbench import build_task, build_model, ChatQuery, critique           # building blocks for training/
+    from rrbench import dataset_snapshot, parse_value                          # hub datasets, CLI values
     from rrbench import UserError, DataError
 
 Names are imported on first use, so ``import rrbench`` stays cheap (no torch, no plug-ins).
@@ -33,6 +34,7 @@ _EXPORTS = {
     "RewardFunction": "rrbench.reward",
     "build_task": "rrbench.registry", "build_model": "rrbench.registry", "ChatQuery": "rrbench.types",
     "critique": "rrbench.critique",
+    "dataset_snapshot": "rrbench.hubaccess", "parse_value": "rrbench.spec",
 }
 
 __all__ = [
@@ -59,9 +61,11 @@ __all__ = [
     "build_model",
     "build_task",
     "critique",
+    "dataset_snapshot",
     "generator",
     "image_seed",
     "metric",
+    "parse_value",
     "reward_model",
     "rule",
     "task",
@@ -70,9 +74,11 @@ __all__ = [
 if TYPE_CHECKING:
     from rrbench import critique
     from rrbench.generators._base import Generated, Generator, ImageRequest, image_seed
+    from rrbench.hubaccess import dataset_snapshot
     from rrbench.models._base import RewardModel
     from rrbench.registry import build_model, build_task, generator, metric, reward_model, rule, task
     from rrbench.reward import RewardFunction
+    from rrbench.spec import parse_value
     from rrbench.types import (
         ChatQuery,
         DataError,

@@ -118,3 +118,12 @@ def snapshot(hub: Any, dataset: str, revision: str | None, patterns: Sequence[st
                                          allow_patterns=list(patterns)))
     except Exception as exc:  # no such repo or revision, gated, or the connection broke: fixed the same way
         raise UserError(f"cannot get dataset {dataset} ({type(exc).__name__}); fetch it once: {hint}") from None
+
+
+def dataset_snapshot(dataset: str, patterns: Sequence[str], revision: str | None = None) -> str:
+    """The local folder of a hub dataset's files matching ``patterns``: from the cache, or downloaded when the hub
+    is reachable; offline and not cached is one :class:`NotCached` line naming ``hf download``. (Public as
+    ``rrbench.dataset_snapshot``, for training/.)"""
+    import huggingface_hub
+
+    return snapshot(huggingface_hub, dataset, revision, patterns, f"hf download {dataset} --repo-type dataset")

@@ -46,6 +46,18 @@ def test_rrbench_never_imports_training() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_training_imports_only_the_public_api() -> None:
+    """training/ reaches rrbench through ``import rrbench`` / ``from rrbench import name`` only: a private module
+    (rrbench.hubaccess, rrbench.spec, ...) is free to change under it."""
+    offenders = []
+    for path in (REPO / "training").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            offenders += [f"{path.relative_to(REPO)}:{node.lineno}: {n}" for n in names if n.startswith("rrbench.")]
+    assert offenders == []
+
+
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import rrbench
 from rrbench import UserError
 
 PRESETS = Path(__file__).parent / "presets"
@@ -166,7 +167,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RLCon
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"override {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(raw) if raw else ""
+        node[leaf] = rrbench.parse_value(raw)  # as rrbench's -T/-M values: YAML scalars, [lists], {mappings}
     config = _build(RLConfig, data, "")
     check(config)
     return config

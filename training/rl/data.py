@@ -143,12 +143,9 @@ def _released_root(where: str, kind: str) -> Path:
         return local
     if where.count("/") != 1 or local.exists():
         raise UserError(f"data.released {where}: neither a folder nor a hub dataset id (as {RELEASED})")
-    import huggingface_hub
-
-    from rrbench.hubaccess import snapshot
-
-    patterns = [f"{part}/**" for part in RELEASED_PARTS[kind]] + ["*.jsonl"]
-    return Path(snapshot(huggingface_hub, where, None, patterns, f"hf download {where} --repo-type dataset"))
+    # t2i: its prompt files only; edit: everything, as the rows' image paths may point anywhere under the root
+    patterns = [f"{part}/**" for part in RELEASED_PARTS[kind]] + ["*.jsonl"] if kind == "t2i" else ["*"]
+    return Path(rrbench.dataset_snapshot(where, patterns))
 
 
 def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
