@@ -33,8 +33,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import rrbench
 from rrbench import ChatQuery, Judgement, Label, Media, Sample, UserError, critique
 from rrbench_train.parrot.stage import StageDir, latest_records
@@ -376,17 +374,14 @@ def _reasons(skipped: Mapping[str, int]) -> str:
 
 
 def assignments(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
-    """``-T n=10`` style arguments: values read as YAML scalars (10, true, 0.5), else kept as text."""
+    """``-T n=10`` style arguments, read as ``rrbench run`` reads its -T/-M (``rrbench.parse_value``: YAML scalars,
+    ``[lists]`` and ``{mappings}``, anything else as text)."""
     out: dict[str, Any] = {}
     for item in items or ():
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"{flag} expects key=value, got {item!r}")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        out[key.strip()] = value if isinstance(value, (int, float, bool)) and text.strip() else text
+        out[key.strip()] = rrbench.parse_value(text)
     return out
 
 
