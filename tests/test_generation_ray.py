@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,9 +19,10 @@ import ray
 from rrbench import registry
 from rrbench.generators._base import Generated, Generator, ImageRequest, image_seed
 from rrbench.generators._pool import GeneratorPool
-from rrbench.generators._ray import LOCAL_OBJECT_STORE_BYTES, RayGeneratorPool
+from rrbench.generators._ray import RayGeneratorPool
 from rrbench.types import FailureKind, UserError
 from tests.conftest import free_port
+from tests.ray_common import local_cluster, use_plugin
 
 PLUGIN = Path(__file__).parent / "plugins" / "ray_generators.py"
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -29,19 +30,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture(autouse=True)
 def _crashy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test generator, registered here and named to the actors through $RRBENCH_PLUGINS."""
-    monkeypatch.setenv("RRBENCH_PLUGINS", str(PLUGIN))
-    registry.load_plugins()
-    if registry.find("generator", "crashy") is None:
-        registry._import_plugin(str(PLUGIN), "test")
+    use_plugin(monkeypatch, PLUGIN, "generator", "crashy")
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=LOCAL_OBJECT_STORE_BYTES, configure_logging=False)
-    yield
-    ray.shutdown()
+cluster = pytest.fixture(scope="module", name="cluster")(local_cluster)
 
 
 def requests(t2i: int = 8, edit: int = 4, images: int = 2) -> list[ImageRequest]:
@@ -96,7 +88,7 @@ def tiny_flux(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_tiny_flux_on_two_actors_makes_the_bytes_of_one_process(cluster: None, tiny_flux: Path) -> None:
+def test_tiny_flux_on_two_actors_makes_the_bytes_of_one_process(cluster: str, tiny_flux: Path) -> None:
     args = {"path": str(tiny_flux), "steps": 2, "width": 32, "height": 32, "batch_size": 2}
     prompts = ["a photo of a cat", "a red rocket in the sky", "a blue cup of coffee", "a dog on the sofa"]
     asked = [ImageRequest(f"s{s}", i, image_seed(0, f"s{s}", i), prompt)
@@ -110,7 +102,7 @@ def test_tiny_flux_on_two_actors_makes_the_bytes_of_one_process(cluster: None, t
 
 
 @pytest.mark.slow
-def test_a_dead_actor_fails_only_its_batch_and_the_run_goes_on(cluster: None) -> None:
+def test_a_dead_actor_fails_only_its_batch_and_the_run_goes_on(cluster: str) -> None:
     asked = requests(t2i=12, edit=0)
     dies, raises = asked[5].prompt, asked[16].prompt
     pool = RayGeneratorPool("crashy", {"exit_on": dies, "raise_on": raises, "batch_size": 4}, shards=2)
@@ -131,7 +123,7 @@ def test_a_dead_actor_fails_only_its_batch_and_the_run_goes_on(cluster: None) ->
 
 
 @pytest.mark.slow
-def test_a_call_past_its_deadline_kills_its_actor_and_times_out_only_its_batch(cluster: None) -> None:
+def test_a_call_past_its_deadline_kills_its_actor_and_times_out_only_its_batch(cluster: str) -> None:
     asked = requests(t2i=6, edit=0, images=1)
     pool = RayGeneratorPool("crashy", {"hang_on": asked[0].prompt, "batch_size": 1}, shards=2, call_timeout_s=3)
     made = sharded(pool, asked)
@@ -141,7 +133,7 @@ def test_a_call_past_its_deadline_kills_its_actor_and_times_out_only_its_batch(c
 
 
 @pytest.mark.slow
-def test_rrbench_generate_with_ray_makes_the_run_of_one_process(cluster: None, tmp_path: Path) -> None:
+def test_rrbench_generate_with_ray_makes_the_run_of_one_process(cluster: str, tmp_path: Path) -> None:
     from rrbench.cli import main
 
     demo = ["generate", "--task", "sanity-gen", "--generator", "painter", "-T", "n=6", "-T", "images_per_prompt=2",
@@ -156,7 +148,7 @@ def test_rrbench_generate_with_ray_makes_the_run_of_one_process(cluster: None, t
     assert record["generator"]["ray"] == {"shards": 2, "address": None} and record["status"] == "complete"
 
 
-def test_a_generator_that_cannot_start_is_one_line(cluster: None) -> None:
+def test_a_generator_that_cannot_start_is_one_line(cluster: str) -> None:
     pool = RayGeneratorPool("crashy", {"fail_start": True}, shards=2)
     with pytest.raises(UserError, match=r"failed to start on Ray actor \d: UserError: crashy: weights not found"):
         asyncio.run(_started(pool))

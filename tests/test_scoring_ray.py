@@ -12,18 +12,15 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 
-from rrbench import registry
-from rrbench._ray_pool import LOCAL_OBJECT_STORE_BYTES
 from rrbench.cli import main
 from tests.conftest import free_port
+from tests.ray_common import local_cluster, use_plugin
 
 PLUGIN = Path(__file__).parent / "plugins" / "ray_scorers.py"
 DOC = Path(__file__).parent.parent / "docs" / "scale-out.md"
@@ -33,20 +30,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture(autouse=True)
 def _crashy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test model, registered here and named to the actors through $RRBENCH_PLUGINS."""
-    monkeypatch.setenv("RRBENCH_PLUGINS", str(PLUGIN))
-    registry.load_plugins()
-    if registry.find("model", "crashy-iqa") is None:
-        registry._import_plugin(str(PLUGIN), "test")
+    use_plugin(monkeypatch, PLUGIN, "model", "crashy-iqa")
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """The local cluster's GCS address (HOST:PORT, what `--ray` takes)."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=LOCAL_OBJECT_STORE_BYTES, configure_logging=False)
-    yield str(ray.get_runtime_context().gcs_address)
-    ray.shutdown()
+cluster = pytest.fixture(scope="module", name="cluster")(local_cluster)
 
 
 def block(name: str) -> list[str]:
