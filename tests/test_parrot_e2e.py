@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from tests import parrot_teacher as pt
 from tests.conftest import rrbench
 from tests.judge_server import ScriptedJudge
 from tests.test_parrot_anchor import filtered, samples, stage_dirs, write_genai
-from tests.test_parrot_sft import _config, _env, _free_port
+from tests.test_parrot_sft import _config, _env, two_process_sft
 
 # sanity t2i, 4 pairs: the teacher explains three preferences and argues for the loser once.
 PLAN = [pt.consistent, pt.inconsistent, pt.consistent, pt.consistent]
@@ -48,10 +47,7 @@ def test_anchor_filter_build_sft_two_process_sft_and_rrbench_run(tmp_path: Path,
     (built,) = stage_dirs(out, "build-sft")
     assert (read_json(built / "stage.json") or {})["counts"]["rows"] == 3
     ckpt = tmp_path / "ckpt"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-              str(_free_port()), "-m", "rrbench_train.cli", "sft", "--data", str(built), "--model", str(tiny_vlm),
-              "--config", str(_config(tmp_path, effective_batch_size=2)), "--output-dir", str(ckpt)]
+    launch = two_process_sft(built, tiny_vlm, _config(tmp_path, effective_batch_size=2), ckpt)
     done = subprocess.run(launch, capture_output=True, text=True, timeout=300, env=_env())
     assert done.returncode == 0, done.stderr[-3000:]
     counts = json.loads((ckpt / "stage.json").read_text())["counts"]

@@ -251,14 +251,19 @@ def test_sft_checkpoint_loads_in_rrbench_and_a_broken_one_is_one_line(
 
 
 @pytest.mark.slow
+def two_process_sft(data: Path, model: Path, config: Path, out: Path) -> list[str]:
+    """``accelerate launch`` of ``rrbench-train sft`` on two processes: --multi_gpu starts torchrun; without a GPU,
+    sft joins the two in a gloo group."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+            str(_free_port()), "-m", "rrbench_train.cli", "sft", "--data", str(data), "--model", str(model),
+            "--config", str(config), "--output-dir", str(out)]
+
+
 def test_sft_two_cpu_processes_through_accelerate(tmp_path: Path, tiny_vlm: Path) -> None:
     built = _build(tmp_path, 4, kinds=(("pairwise", "t2i"),))
     ckpt = tmp_path / "ckpt"
-    # --multi_gpu starts torchrun; without a GPU, sft joins the two processes in a gloo group
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-              str(_free_port()), "-m", "rrbench_train.cli", "sft", "--data", str(built), "--model", str(tiny_vlm),
-              "--config", str(_config(tmp_path, effective_batch_size=2)), "--output-dir", str(ckpt)]
+    launch = two_process_sft(built, tiny_vlm, _config(tmp_path, effective_batch_size=2), ckpt)
     done = subprocess.run(launch, capture_output=True, text=True, timeout=300, env=_env())
     assert done.returncode == 0, done.stderr[-3000:]
     counts = _stage(ckpt)["counts"]
