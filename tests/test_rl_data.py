@@ -6,6 +6,7 @@ from the hub cache by its id; and image paths in any data file kept inside the d
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -128,16 +129,43 @@ def test_the_config_names_exactly_one_source_of_rows(tmp_path: Path, tiny_flux: 
             load_config(write_config(tmp_path / "config.yaml", config))
 
 
-def hub_cache(cache: Path, root: Path) -> None:
-    """``root`` as the hub cache's snapshot of the released set (refs/main -> one commit), as `hf download` leaves
-    it."""
-    import shutil
+def hub_cache(cache: Path, root: Path) -> Path:
+    """``root`` as the hub cache's snapshot of the released set, laid out as `hf download` leaves it: each file in
+    blobs/ under its hash, linked from snapshots/COMMIT/, refs/main naming the commit. The snapshot's folder."""
+    import hashlib
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = cache / ("datasets--" + RELEASED.replace("/", "--"))
-    shutil.copytree(root, repo / "snapshots" / commit)
+    for file in (f for f in sorted(root.rglob("*")) if f.is_file()):
+        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(file.read_bytes())
+        link = repo / "snapshots" / commit / file.relative_to(root)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
+    return repo / "snapshots" / commit
+
+
+def test_released_edit_rows_from_the_hub_cache_read_their_linked_images(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the hub cache every file is a link into blobs/, outside the snapshot folder: still inside the data."""
+    from huggingface_hub import constants
+
+    snapshot = hub_cache(tmp_path / "hub", released_copy(tmp_path / "set"))
+    assert (snapshot / "images" / "cat.png").is_symlink()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    got = {r.key: r for r in rows(RELEASED, "edit")}
+    assert set(got) == {"train:1", "train:2", "edit-7"}
+    assert got["train:1"].images()[0].size == Image.open(tmp_path / "set" / "images" / "cat.png").size
+    outside = tmp_path / "elsewhere.png"  # a link out of the repository folder is still refused
+    outside.write_bytes((tmp_path / "set" / "images" / "cat.png").read_bytes())
+    (snapshot / "images" / "cat.png").unlink()
+    (snapshot / "images" / "cat.png").symlink_to(outside)
+    with pytest.raises(UserError, match="leaves the data folder"):
+        rows(RELEASED, "edit")
 
 
 def test_rrbench_train_rl_reads_the_released_set_by_its_hub_id_offline(tmp_path: Path, tiny_flux: Path) -> None:

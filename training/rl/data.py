@@ -17,6 +17,7 @@ position, banned keys) is all a checkpoint needs to continue the same sequence.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -117,6 +118,8 @@ def _file_rows(path: Path) -> list[Row]:
 def _released_rows(where: str, split: str, kind: str) -> list[Row]:
     """The released RL prompt set's ``split`` rows for ``kind``; image paths relative to the set's root."""
     root = _released_root(where, kind)
+    # a hub snapshot's files are links into the repository's blobs/ folder, beside snapshots/
+    bound = root.parent.parent if root.parent.name == "snapshots" else root
     candidates = [root / part / f"{split}.jsonl" for part in RELEASED_PARTS[kind]] + [root / f"{split}.jsonl"]
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
@@ -131,7 +134,7 @@ def _released_rows(where: str, split: str, kind: str) -> list[Row]:
             raise UserError(f"{path}:{number}: expected a JSON object with a prompt and, for editing, an image_path")
         if kind == "edit" and not names:
             raise UserError(f"{path}:{number}: an editing row needs its source image (image_path)")
-        sources = [_inside(root, name, f"{path}:{number}", also=path.parent) for name in names or []]
+        sources = [_inside(root, name, f"{path}:{number}", also=path.parent, links=bound) for name in names or []]
         key = str(item["id"]) if item.get("id") is not None else f"{split}:{number}"
         rows.append(Row(key, prompt, tuple(_opener(p) for p in sources)))
     return rows
@@ -144,7 +147,7 @@ def _released_root(where: str, kind: str) -> Path:
     if where.count("/") != 1 or local.exists():
         raise UserError(f"data.released {where}: neither a folder nor a hub dataset id (as {RELEASED})")
     # t2i: its prompt files only; edit: everything, as the rows' image paths may point anywhere under the root
-    patterns = [f"{part}/**" for part in RELEASED_PARTS[kind]] + ["*.jsonl"] if kind == "t2i" else ["*"]
+    patterns = ([f"{part}/**" for part in RELEASED_PARTS[kind]] + ["*.jsonl"]) if kind == "t2i" else ["*"]
     return Path(rrbench.dataset_snapshot(where, patterns))
 
 
@@ -162,13 +165,15 @@ def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
         yield number, item
 
 
-def _inside(root: Path, name: str, where: str, also: Path | None = None) -> Path:
+def _inside(root: Path, name: str, where: str, also: Path | None = None, links: Path | None = None) -> Path:
     """``name`` under ``root`` (or under ``also``, a folder inside root, tried first), refused when it leaves
-    ``root``: an absolute path, ``..``, or a link pointing out."""
-    base = root.resolve()
+    ``root``: an absolute path or ``..``; and when a link takes it out of ``links`` (default: root; a hub snapshot's
+    repository folder, whose blobs its files link to)."""
+    base, linked = os.path.abspath(root), (links or root).resolve()
     for folder in ([also] if also is not None else []) + [root]:
-        path = (folder / name).resolve()
-        if not path.is_relative_to(base):
+        written = os.path.normpath(os.path.join(os.path.abspath(folder), name))
+        path = Path(written).resolve()
+        if os.path.commonpath([base, written]) != base or not path.is_relative_to(linked):
             raise UserError(f"{where}: image path {name!r} leaves the data folder {root}")
         if path.is_file():
             return path
