@@ -250,16 +250,9 @@ class JudgeImagesStep:
 
     async def _trial(self, sample: Sample, image: Image) -> tuple[Trial, dict[str, Any]]:
         """The image's trial, and its content key for the record."""
-        order = (image.index,)
-        if image.media is None:
-            kind = image.failure or FailureKind.DATA
-            return Trial(order, (Judgement.failed(kind, image.detail),), None, kind), {}
-        try:
-            # Read, checked and hashed once: a corrupt or missing file is this image's data failure, and nothing
-            # after this (the request, the cache key) reads the file again.
-            media = image.media.loaded() if _small(image.media) else await asyncio.to_thread(image.media.loaded)
-        except DataError as exc:
-            return Trial(order, (Judgement.failed(FailureKind.DATA, str(exc)),), None, FailureKind.DATA), _key(image)
+        media = await readable(image)
+        if isinstance(media, Trial):
+            return media, (_key(image) if image.media is not None else {})
         return await self._judge(sample, image.index, media), {"key": media.key}
 
     async def _judge(self, sample: Sample, index: int, media: Media) -> Trial:
@@ -275,6 +268,19 @@ class JudgeImagesStep:
             failed = Judgement.failed(FailureKind.PARSE, "the judge gave this image no score")
             return Trial(order, (judgement, failed), None, FailureKind.PARSE)
         return Trial(order, (judgement,), Prediction((judgement.scores[0],)))
+
+
+async def readable(image: Image) -> Media | Trial:
+    """The image read, checked and hashed once (nothing after this, the request or the cache key, reads the file
+    again), or the failed trial saying why: no image was made, or its file is missing or corrupt."""
+    order = (image.index,)
+    if image.media is None:
+        kind = image.failure or FailureKind.DATA
+        return Trial(order, (Judgement.failed(kind, image.detail),), None, kind)
+    try:
+        return image.media.loaded() if _small(image.media) else await asyncio.to_thread(image.media.loaded)
+    except DataError as exc:
+        return Trial(order, (Judgement.failed(FailureKind.DATA, str(exc)),), None, FailureKind.DATA)
 
 
 def _small(media: Media) -> bool:

@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from rrbench.generators._base import ImageRequest
 from rrbench.protocols.generate import GenerateStep, generation_result
-from rrbench.protocols.judge_images import Image, ImageSource, run_images
+from rrbench.protocols.judge_images import Image, ImageSource, readable, run_images
 from rrbench.protocols.pairwise import shown_variables
 from rrbench.store import ImageStore
 from rrbench.types import (
     DataError,
     FailureKind,
-    Judgement,
     Media,
     Prediction,
     Protocol,
@@ -123,13 +122,9 @@ class CritiqueStep:
 
     async def _trial(self, sample: Sample, image: Image) -> Trial:
         order = (image.index,)
-        if image.media is None:
-            kind = image.failure or FailureKind.DATA
-            return Trial(order, (Judgement.failed(kind, image.detail),), None, kind)
-        try:
-            media = await asyncio.to_thread(image.media.loaded)
-        except DataError as exc:
-            return Trial(order, (Judgement.failed(FailureKind.DATA, str(exc)),), None, FailureKind.DATA)
+        media = await readable(image)
+        if isinstance(media, Trial):
+            return media
         judgement = await self.dispatcher.submit("score", self._query(sample, image, media))
         if judgement.failure is not None:
             return Trial(order, (judgement,), None, judgement.failure)
