@@ -305,14 +305,21 @@ def anchoring(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "pairs": args.pairs, "size": args.size, "concurrency": args.concurrency, "rounds": args.rounds,
         "bodies_checked": checked,
         "pinning": f"clients {sorted(cpus[0])}, server {sorted(cpus[1])}" if cpus else "none"}
-    for key in ("steady", "loop", "cpu_ms"):
-        for side in ("anchor", "raw"):
-            result[f"{side}_{key}"] = spread([r[key] for r in rows[side]])
-        result[f"ratio_{key}"] = round(result[f"anchor_{key}"]["median"] / result[f"raw_{key}"]["median"], 3)
-        result[f"ratio_{key}_per_round"] = spread([a[key] / r[key] for a, r in zip(rows["anchor"], rows["raw"],
-                                                                                   strict=True)])
+    result.update(side_by_side(rows, "anchor", "raw", ("steady", "loop", "cpu_ms"), "per_round"))
     result["pass"] = result["ratio_steady"] >= RATE_TARGET
     return result
+
+
+def side_by_side(rows: dict[str, list[dict[str, Any]]], ours: str, theirs: str, keys: tuple[str, ...], per: str
+                 ) -> dict[str, Any]:
+    """For each key: both sides' spreads, the ratio of their medians, and the spread of the per-round ratios."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        for side in (ours, theirs):
+            out[f"{side}_{key}"] = spread([r[key] for r in rows[side]])
+        out[f"ratio_{key}"] = round(out[f"{ours}_{key}"]["median"] / out[f"{theirs}_{key}"]["median"], 3)
+        out[f"ratio_{key}_{per}"] = spread([a[key] / b[key] for a, b in zip(rows[ours], rows[theirs], strict=True)])
+    return out
 
 
 def split_cpus() -> tuple[set[int], set[int]] | None:
@@ -470,12 +477,7 @@ def sft_steps(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for side in ("rrbench", "trl"):
         peaks = [r["peak_gpu_mb"] for r in rows[side] if r.get("peak_gpu_mb") is not None]
         result[f"{side}_peak_gpu_mb"] = max(peaks) if peaks else None
-    for key in ("median_step_s", "mean_step_s", "median_cpu_s"):
-        for side in ("rrbench", "trl"):
-            result[f"{side}_{key}"] = spread([r[key] for r in rows[side]])
-        result[f"ratio_{key}"] = round(result[f"rrbench_{key}"]["median"] / result[f"trl_{key}"]["median"], 3)
-        result[f"ratio_{key}_per_rep"] = spread([x[key] / y[key] for x, y in zip(rows["rrbench"], rows["trl"],
-                                                                                  strict=True)])
+    result.update(side_by_side(rows, "rrbench", "trl", ("median_step_s", "mean_step_s", "median_cpu_s"), "per_rep"))
     result["pass"] = result["ratio_median_step_s"] <= STEP_TARGET
     return result
 
