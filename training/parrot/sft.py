@@ -120,7 +120,20 @@ def main(args: argparse.Namespace) -> int:
         recipe.effective_batch_size / (recipe.per_device_train_batch_size * world))
     inputs = {"dataset": str(dataset_dir), "dataset_hash": dataset_hash(dataset_dir)}
     stage = _stage(args.output_dir, dataset_dir, recipe, inputs)
-    return train(recipe, dataset, stage, accumulation, world, resume=args.resume)
+    code = train(recipe, dataset, stage, accumulation, world, resume=args.resume)
+    _leave_group()
+    return code
+
+
+def _leave_group() -> None:
+    """After a finished run, every process waits for the others (the main one writes the stage record last) and
+    leaves the process group. A process that exits with its gloo group still up can abort in the group's teardown
+    (SIGABRT, "terminate called without an active exception": seen once in CI, the other rank then waiting 300 s)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 # ------------------------------------------------------------------------------------------------ config, inputs
