@@ -190,3 +190,12 @@ def test_rrbench_train_rl_reads_the_released_set_by_its_hub_id_offline(tmp_path:
     assert done.returncode == 2 and not (tmp_path / "run2" / "monitor.jsonl").exists()
     assert f"hf download {RELEASED} --repo-type dataset" in done.stderr
     assert len([x for x in done.stderr.splitlines() if x.strip()]) == 1, done.stderr
+
+
+def test_a_source_that_is_no_image_is_one_line_when_read(tmp_path: Path) -> None:
+    root = released_copy(tmp_path / "set")
+    (root / "images" / "cat.png").write_text("not a png")
+    got = {r.key: r for r in rows(root, "edit")}
+    with pytest.raises(UserError) as caught:
+        got["train:1"].images(16)
+    assert "\n" not in str(caught.value) and "cat.png: cannot be read as an image" in str(caught.value)

@@ -184,8 +184,11 @@ def _opener(path: Path) -> Callable[[], Image.Image]:
     def open_image() -> Image.Image:
         from PIL import Image
 
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except OSError as exc:  # unreadable or not an image (PIL's UnidentifiedImageError is an OSError)
+            raise UserError(f"source image {path}: cannot be read as an image ({type(exc).__name__})") from None
 
     return open_image
 

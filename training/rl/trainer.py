@@ -168,7 +168,7 @@ class Trainer:
         return 0
 
     def progress(self, stats: dict[str, float], end: int, paces: list[float]) -> None:
-        """One console line per step (main process; ``progress = False`` silences it); the pace is the median of
+        """One console line per step (main process; ``show_progress = False`` silences it); the pace is the median of
         the recent steps, the first left out once there are others (it loads and compiles)."""
         if not self.show_progress or not self.accelerator.is_main_process:
             return
